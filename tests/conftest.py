@@ -1,0 +1,27 @@
+"""Shared test helpers: where the reference fixtures live, and small utilities."""
+import os
+from pathlib import Path
+
+import pytest
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+FIXTURES = Path(os.environ.get("MINIDEIT_FIXTURES", ROOT.parent / "shared" / "fixtures"))
+
+
+@pytest.fixture(scope="session")
+def fixtures_dir() -> Path:
+    if not (FIXTURES / "reference_outputs.pt").exists():
+        pytest.skip(f"reference fixtures not found in {FIXTURES} (set MINIDEIT_FIXTURES)")
+    return FIXTURES
+
+
+@pytest.fixture(autouse=True)
+def _deterministic_threads():
+    # Two cores on CI; keep every test's own seed independent of the order tests run in.
+    torch.manual_seed(0)
+    yield
+
+
+def rel_err(a: torch.Tensor, b: torch.Tensor) -> float:
+    return ((a - b).norm() / b.norm()).item()
