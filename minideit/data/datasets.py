@@ -87,7 +87,9 @@ class ImageFolder:
                              f'extensions read: {" ".join(IMG_EXTENSIONS)}')
         self.transform = transform
         self.max_consecutive_failures = max(1, max_consecutive_failures)
-        self._failures = multiprocessing.Value('q', 0)  # shared memory: every worker adds to the same number
+        # Shared memory that every worker adds to. Its lock comes from the 'spawn' context because a lock made
+        # by the 'fork' context may not be sent to spawned workers; forked workers inherit either kind.
+        self._failures = multiprocessing.get_context('spawn').Value('q', 0)
 
     @property
     def num_classes(self) -> int:
