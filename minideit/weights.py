@@ -153,6 +153,8 @@ def adapt_pos_embed(model: nn.Module, state_dict: dict[str, torch.Tensor]) -> di
     if src.shape == dst.shape or src.shape[-1] != dst.shape[-1]:
         return state_dict  # identical, or a different width: the mismatch check will name it
     prefix = model.num_prefix_tokens
+    if prefix != (2 if "dist_token" in state_dict else 1):
+        return state_dict  # a different architecture: the mismatch check will say so
     state_dict = dict(state_dict)
     state_dict["pos_embed"] = resize_pos_embed(src, model.patch_embed.grid_size, num_prefix_tokens=prefix)
     return state_dict
