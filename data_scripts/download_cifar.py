@@ -52,7 +52,8 @@ def dataset_of_archive(archive: Path) -> str:
         with tarfile.open(archive) as tar:
             top = next(iter(tar)).name.split('/')[0]
     except (tarfile.TarError, EOFError, OSError, StopIteration) as e:
-        raise ScriptError(f'{archive} is not a readable tar.gz archive ({str(e) or "empty"}); download it again') from None
+        reason = str(e) or 'empty'
+        raise ScriptError(f'{archive} is not a readable tar.gz archive ({reason}); download it again') from None
     for name, (_, _, folder, _) in DATASETS.items():
         if top == folder:
             return name

@@ -116,7 +116,8 @@ def main(argv: list[str] | None = None) -> int:
         paths = {f: require_file(Path(args.from_dir) / f, f, f'download it from {BASE_URL}') for f in FILES}
     else:
         (out / 'downloads').mkdir(exist_ok=True)
-        paths = {f: download(BASE_URL + f, out / 'downloads' / f) for f in FILES}
+        by_hand = f'download {", ".join(FILES)} by hand into one folder and use --from-dir'
+        paths = {f: download(BASE_URL + f, out / 'downloads' / f, by_hand) for f in FILES}
     if not args.skip_md5:
         for name, path in paths.items():
             check_md5(path, FILES[name])

@@ -205,7 +205,8 @@ def extract_val(val_tar: Path, labels: dict[str, str], out: Path) -> int:
     if unlabelled or count != len(labels):
         shutil.rmtree(tmp, ignore_errors=True)
         raise ScriptError(f'{val_tar} has {count + len(unlabelled)} images, the labels cover {len(labels)} '
-                          f'({len(unlabelled)} without a label, e.g. {unlabelled[:2]}); the val tar and labels must match')
+                          f'({len(unlabelled)} without a label, e.g. {unlabelled[:2]}); '
+                          f'the val tar and the labels must match')
     (tmp / MARKER).write_text(f'{count}\n')
     replace_dir(tmp, final)
     return count

@@ -70,7 +70,7 @@ def check_md5(path: Path, expected: str) -> None:
                           f'official one; delete it and download again')
 
 
-def download(url: str, dest: Path) -> Path:
+def download(url: str, dest: Path, by_hand: str = 'download it by hand and use --from-file') -> Path:
     """Download url to dest, resuming a previous partial download kept in dest + '.part'.
 
     Resuming asks the server for the missing tail with an HTTP Range header; a server that ignores it
@@ -87,10 +87,10 @@ def download(url: str, dest: Path) -> Path:
         if e.code == 416 and have:  # nothing left to fetch: the .part file already holds everything
             part.rename(dest)
             return dest
-        raise ScriptError(f'could not download {url}: HTTP {e.code}; download it by hand and use --from-file')
+        raise ScriptError(f'could not download {url}: HTTP {e.code}; {by_hand}') from None
     except (urllib.error.URLError, OSError) as e:
         raise ScriptError(f'could not download {url}: {getattr(e, "reason", e)}; check the network or '
-                          f'download it by hand and use --from-file') from None
+                          f'{by_hand}') from None
     with response:
         resumed = response.status == 206
         total = int(response.headers.get('Content-Length', 0)) + (have if resumed else 0)

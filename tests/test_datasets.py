@@ -168,7 +168,8 @@ def write_cifar(root, num_classes, bytes_keys=False, per_batch=6):
     rng = np.random.default_rng(num_classes)
     key = (lambda k: k.encode()) if bytes_keys else (lambda k: k)
     if num_classes == 10:
-        folder, train_files, test_files = root / 'cifar-10-batches-py', [f'data_batch_{i}' for i in range(1, 6)], ['test_batch']
+        folder, test_files = root / 'cifar-10-batches-py', ['test_batch']
+        train_files = [f'data_batch_{i}' for i in range(1, 6)]
         label_key, meta_file, meta = 'labels', 'batches.meta', {key('label_names'): [f'c{i}' for i in range(10)],
                                                                 key('num_vis'): 3072}
     else:

@@ -172,8 +172,8 @@ class CIFAR:
         _, train_files, test_files, meta, label_key, names_key = CIFAR_LAYOUT[num_classes]
         missing = [f for f in _cifar_files(num_classes) if not (folder / f).is_file()]
         if missing:
-            raise FileNotFoundError(f'{folder} lacks {", ".join(missing)}; '
-                                    f'run: python data_scripts/download_cifar.py --dataset cifar{num_classes} --out {root}')
+            raise FileNotFoundError(f'{folder} lacks {", ".join(missing)}; run: python '
+                                    f'data_scripts/download_cifar.py --dataset cifar{num_classes} --out {root}')
         data, labels = [], []
         for name in train_files if train else test_files:
             batch = _unpickle(folder / name)
@@ -239,7 +239,8 @@ def _folder_problem(root: Path) -> str | None:
         only_val = sorted(set(val) - set(train))[:3]
         only_train = sorted(set(train) - set(val))[:3]
         return (f'val/ has {len(val)} class folders and train/ has {len(train)}, and they differ '
-                f'(only in train: {only_train or "none"}, only in val: {only_val or "none"}); both need the same classes')
+                f'(only in train: {only_train or "none"}, only in val: {only_val or "none"}); '
+                f'both need the same classes')
     return None
 
 
