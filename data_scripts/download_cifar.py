@@ -78,9 +78,10 @@ def prepare(name: str, out: Path, archive: Path | None, md5: str | None) -> str:
     final = out / folder
     if archive is None and is_complete(final, files):
         return f'{name}: already prepared at {final}'
-    if archive is None:
+    downloaded = archive is None
+    if downloaded:
         archive = download(BASE_URL + filename, out / filename)
-    check_md5(archive, md5 or official_md5)
+    check_md5(archive, md5 or official_md5, downloaded)
     tmp = out / f'.{folder}.tmp'
     shutil.rmtree(tmp, ignore_errors=True)  # leftovers of an interrupted run
     extract_tar(archive, tmp, desc=f'extract {archive.name}')

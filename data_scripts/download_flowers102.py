@@ -120,7 +120,7 @@ def main(argv: list[str] | None = None) -> int:
         paths = {f: download(BASE_URL + f, out / 'downloads' / f, by_hand) for f in FILES}
     if not args.skip_md5:
         for name, path in paths.items():
-            check_md5(path, FILES[name])
+            check_md5(path, FILES[name], downloaded=not args.from_dir)
     table, num_classes = split_table(paths['imagelabels.mat'], paths['setid.mat'])
     tmp = out / '.flowers102.tmp'
     shutil.rmtree(tmp, ignore_errors=True)

@@ -92,6 +92,8 @@ def _read_matrix(payload: bytes, endian: str) -> tuple[str, Any]:
     if mx_class in MX_NUMERIC:
         if flags & COMPLEX_FLAG:
             raise MatFileError(f'complex array {name!r} is not supported')
+        if r.at_end():  # an empty array may omit its data sub-element
+            return name, np.zeros(dims, dtype=MX_NUMERIC[mx_class])
         values = r.numbers().astype(MX_NUMERIC[mx_class])  # stored type may be narrower than the class
         array = values.reshape(dims, order='F')
         return name, array.astype(bool) if flags & LOGICAL_FLAG else array

@@ -63,11 +63,17 @@ def md5sum(path: Path, desc: str | None = None) -> str:
     return digest.hexdigest()
 
 
-def check_md5(path: Path, expected: str) -> None:
+def check_md5(path: Path, expected: str, downloaded: bool = False) -> None:
+    """Raise unless the file's MD5 matches; a bad download is deleted so that a rerun fetches it afresh."""
     actual = md5sum(path)
-    if actual != expected.lower():
-        raise ScriptError(f'md5 of {path} is {actual}, expected {expected}: the file is corrupt or not the '
-                          f'official one; delete it and download again')
+    if actual == expected.lower():
+        return
+    if downloaded:
+        path.unlink()
+        raise ScriptError(f'md5 of the downloaded {path.name} is {actual}, expected {expected}; '
+                          f'deleted it, run the command again to download it afresh')
+    raise ScriptError(f'md5 of {path} is {actual}, expected {expected}: the file is corrupt or not the '
+                      f'official one; download it again (or pass the right checksum if it is a repacked copy)')
 
 
 def download(url: str, dest: Path, by_hand: str = 'download it by hand and use --from-file') -> Path:

@@ -1,7 +1,6 @@
 """minideit.data.datasets: class order, decoding of odd files, skipping and counting of broken files (also
 across DataLoader workers), the CIFAR reader on archives in the official pickle format, and the one-line
 messages of check_data_path."""
-import os
 import pickle
 import sys
 import warnings
