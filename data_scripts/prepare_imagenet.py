@@ -66,8 +66,9 @@ def devkit_val_labels(devkit: Path) -> dict[str, str]:
     """{'ILSVRC2012_val_00000001': wnid, ...} from the devkit's meta.mat and ground-truth list."""
     try:
         with tarfile.open(devkit) as tar:
-            members = {m.name.split('/', 1)[-1]: m for m in tar.getmembers() if m.isfile()}
-            meta, truth = members.get('data/meta.mat'), members.get('data/ILSVRC2012_validation_ground_truth.txt')
+            files = [m for m in tar.getmembers() if m.isfile()]
+            meta = next((m for m in files if m.name.endswith('data/meta.mat')), None)
+            truth = next((m for m in files if m.name.endswith('data/ILSVRC2012_validation_ground_truth.txt')), None)
             if meta is None or truth is None:
                 raise ScriptError(f'{devkit} lacks data/meta.mat or data/ILSVRC2012_validation_ground_truth.txt; '
                                   f'use ILSVRC2012_devkit_t12.tar.gz (the task 1&2 devkit) or --val-labels')

@@ -78,10 +78,12 @@ def test_matfile_agrees_with_scipy(tmp_path, compress):
     for i, s in enumerate(SYNSETS):
         record[i, 0] = tuple(s.values())
     sio.savemat(tmp_path / 's.mat', {'synsets': record, 'trnid': np.array([[5, 9, 2]], dtype=np.uint16),
-                                     'labels': np.array([[1.0, 102.0]])}, do_compression=compress)
+                                     'labels': np.array([[1.0, 102.0]]), 'ab': np.uint8(7)},  # 'ab': small elements
+                do_compression=compress)
     ours = matfile.loadmat(tmp_path / 's.mat')
     assert [s['WNID'] for s in ours['synsets']] == ['n01440764', 'n00001740']
     assert ours['synsets'][1]['num_children'].item() == 2 and ours['trnid'].tolist() == [[5, 9, 2]]
+    assert ours['ab'].tolist() == [[7]] and ours['labels'].tolist() == [[1.0, 102.0]]
     matfile.savemat(tmp_path / 'o.mat', {'synsets': SYNSETS, 'labels': np.array([3, 1])}, compress=compress)
     theirs = sio.loadmat(tmp_path / 'o.mat', squeeze_me=True)
     assert list(theirs['synsets']['WNID']) == ['n01440764', 'n00001740']
