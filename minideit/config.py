@@ -1,0 +1,210 @@
+"""One dataclass for a training run, the named presets, and the command line that fills them.
+
+Resolution order: the dataclass defaults (the official ``main.py`` defaults, i.e. Table 9 of the paper) ← a preset
+← the flags given explicitly on the command line. Flag names follow the official ``main.py`` wherever it has a
+counterpart, so commands from the official README work here too.
+
+Presets (each cites where it comes from):
+
+* ``demo`` (what runs with no arguments): the whole recipe in miniature on the synthetic data: a small RegNetY
+  teacher, then a small distilled DeiT with hard distillation. Minutes on a laptop CPU.
+* ``cifar``: DeiT-Ti at 32×32 with 4×4 patches on CIFAR-10, the small-data setting of the literature
+  (about 80–91% after 200 epochs with strong augmentation; PAPER_FACTS "Small-data context").
+* ``full-imagenet``: Table 9 at ImageNet scale (300 epochs, global batch 1024, AdamW 5e-4×1024/512, ...), DeiT-B⚗
+  with the official RegNetY-16GF teacher (paper: 83.4% top-1; 53 h on 8 V100s).
+* ``finetune-384``: §6 "Fine-tuning at different resolution": 30 epochs at 384, lr 5e-6 constant, weight decay
+  1e-8, global batch 512, from the official 224 weights (paper: DeiT-B⚗↑384 85.2%, 20 h).
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import os
+from dataclasses import dataclass, field
+
+
+def smoke() -> bool:
+    """``MINIDEIT_SMOKE=1`` shrinks data, models and epochs everywhere so CI can run it all in seconds."""
+    return os.environ.get("MINIDEIT_SMOKE", "") not in ("", "0")
+
+
+@dataclass
+class TrainConfig:
+    # what to train
+    model: str = "deit_base_patch16_224"
+    model_overrides: dict = field(default_factory=dict)  # extra create_model arguments, e.g. {"stem_stride": 1}
+    input_size: int = 224
+    drop_path: float = 0.1
+    pretrained: bool = False  # start from / evaluate the official weights of --model
+    finetune: str = ""  # checkpoint to start from (another resolution or class count is fine)
+    # data
+    data_set: str = "imagenet"
+    data_path: str = ""
+    num_samples: int = 0  # synthetic only: training set size (0 = the generator's default)
+    batch_size: int = 64  # per process, per optimiser micro-step
+    global_batch_size: int = 0  # if set, gradient accumulation is derived: global = batch × world × accum
+    accum_steps: int = 1
+    num_workers: int = 10
+    repeated_aug: bool = True
+    # augmentation (Table 9)
+    aa: str = "rand-m9-mstd0.5-inc1"
+    color_jitter: float = 0.3
+    reprob: float = 0.25
+    smoothing: float = 0.1
+    mixup: float = 0.8
+    cutmix: float = 1.0
+    mixup_prob: float = 1.0
+    mixup_switch_prob: float = 0.5
+    # optimisation (Table 9)
+    epochs: int = 300
+    opt: str = "adamw"
+    lr: float = 5e-4  # for a global batch of 512; scaled linearly unless unscale_lr
+    unscale_lr: bool = False
+    weight_decay: float = 0.05
+    momentum: float = 0.9
+    sched: str = "cosine"
+    warmup_epochs: int = 5
+    warmup_lr: float = 1e-6
+    min_lr: float = 1e-5
+    clip_grad: float = 0.0
+    model_ema: bool = False
+    model_ema_decay: float = 0.99996
+    # distillation (paper §4)
+    distillation_type: str = "none"
+    distillation_alpha: float = 0.5
+    distillation_tau: float = 1.0
+    kl_normalisation: str = "official"
+    teacher_model: str = "regnety_160"
+    teacher_path: str = ""
+    # run
+    output_dir: str = "runs/default"
+    resume: str = ""
+    eval: bool = False
+    seed: int = 0
+    device: str = "auto"
+    amp: str = "bf16"  # bf16 | fp16 | off; used on CUDA only
+    compile: bool = False
+    fused_attn: bool = True
+    save_every_steps: int = 0
+    log_every: int = 20
+    max_nonfinite: int = 5
+    preset: str = ""
+
+
+PRESETS: dict[str, dict] = {
+    "demo": dict(
+        model="deit_nano_distilled_patch4_32", data_set="synthetic", input_size=32, batch_size=128,
+        epochs=30, lr=1e-3, unscale_lr=True, warmup_epochs=3, min_lr=1e-5, drop_path=0.0, aa="", reprob=0.0,
+        mixup=0.0, cutmix=0.0, smoothing=0.0, repeated_aug=False, num_workers=0, weight_decay=0.05,
+        distillation_type="hard", teacher_model="regnety_002", output_dir="runs/demo", log_every=10,
+    ),
+    "cifar": dict(
+        model="deit_tiny_patch4_32", data_set="cifar10", input_size=32, batch_size=128, epochs=200,
+        warmup_epochs=5, repeated_aug=False, num_workers=4, output_dir="runs/cifar10",
+    ),
+    "full-imagenet": dict(
+        model="deit_base_distilled_patch16_224", data_set="imagenet", input_size=224, batch_size=128,
+        global_batch_size=1024, epochs=300, lr=5e-4, weight_decay=0.05, warmup_epochs=5, drop_path=0.1,
+        model_ema=True, distillation_type="hard", teacher_model="regnety_160", teacher_path="regnety_160",
+        num_workers=10, output_dir="runs/full-imagenet",
+    ),
+    "finetune-384": dict(
+        model="deit_base_distilled_patch16_384", data_set="imagenet", input_size=384, batch_size=32,
+        global_batch_size=512, epochs=30, lr=5e-6, unscale_lr=True, weight_decay=1e-8, warmup_epochs=0,
+        sched="constant", min_lr=5e-6, finetune="deit_base_distilled_patch16_224", distillation_type="hard",
+        teacher_model="regnety_160", teacher_path="regnety_160", output_dir="runs/finetune-384",
+    ),
+}
+
+
+def _add_flags(p: argparse.ArgumentParser) -> None:
+    """Every flag's default is SUPPRESS so that only the flags the user typed override a preset."""
+    S = argparse.SUPPRESS
+    add = p.add_argument
+    add("--preset", choices=sorted(PRESETS), default=S, help="start from a named preset (see minideit/config.py)")
+    add("--full-imagenet", dest="full_imagenet", action="store_true", default=False,
+        help="the paper's Table 9 recipe at ImageNet scale (same as --preset full-imagenet)")
+    add("--demo", action="store_true", default=False, help="the built-in demo (what runs with no arguments)")
+    add("--model", default=S)
+    add("--input-size", "--input_size", dest="input_size", type=int, default=S)
+    add("--drop-path", "--drop_path", dest="drop_path", type=float, default=S)
+    add("--pretrained", action="store_true", default=S, help="start from / evaluate the official weights")
+    add("--finetune", default=S, help="checkpoint path, URL or official name to fine-tune from")
+    add("--data-set", "--data_set", dest="data_set", choices=["synthetic", "cifar10", "cifar100", "imagenet", "folder"],
+        default=S)
+    add("--data-path", "--data_path", dest="data_path", default=S)
+    add("--num-samples", dest="num_samples", type=int, default=S, help="synthetic data: training images")
+    add("--batch-size", "--batch_size", dest="batch_size", type=int, default=S, help="per process and micro-step")
+    add("--global-batch-size", dest="global_batch_size", type=int, default=S,
+        help="global batch; gradient accumulation is derived from it")
+    add("--accum-steps", dest="accum_steps", type=int, default=S)
+    add("--num-workers", "--num_workers", dest="num_workers", type=int, default=S)
+    add("--repeated-aug", dest="repeated_aug", action=argparse.BooleanOptionalAction, default=S)
+    add("--aa", default=S, help="RandAugment config, e.g. rand-m9-mstd0.5-inc1; '' or none to disable")
+    add("--color-jitter", "--color_jitter", dest="color_jitter", type=float, default=S)
+    add("--reprob", type=float, default=S)
+    add("--smoothing", type=float, default=S)
+    add("--mixup", type=float, default=S)
+    add("--cutmix", type=float, default=S)
+    add("--mixup-prob", "--mixup_prob", dest="mixup_prob", type=float, default=S)
+    add("--mixup-switch-prob", "--mixup_switch_prob", dest="mixup_switch_prob", type=float, default=S)
+    add("--epochs", type=int, default=S)
+    add("--opt", choices=["adamw", "sgd"], default=S)
+    add("--lr", type=float, default=S, help="learning rate for a global batch of 512 (scaled linearly)")
+    add("--unscale-lr", dest="unscale_lr", action="store_true", default=S, help="use --lr as given")
+    add("--weight-decay", "--weight_decay", dest="weight_decay", type=float, default=S)
+    add("--momentum", type=float, default=S)
+    add("--sched", choices=["cosine", "constant"], default=S)
+    add("--warmup-epochs", "--warmup_epochs", dest="warmup_epochs", type=int, default=S)
+    add("--warmup-lr", "--warmup_lr", dest="warmup_lr", type=float, default=S)
+    add("--min-lr", "--min_lr", dest="min_lr", type=float, default=S)
+    add("--clip-grad", "--clip_grad", dest="clip_grad", type=float, default=S)
+    add("--model-ema", "--model_ema", dest="model_ema", action=argparse.BooleanOptionalAction, default=S)
+    add("--model-ema-decay", "--model_ema_decay", dest="model_ema_decay", type=float, default=S)
+    add("--distillation-type", "--distillation_type", dest="distillation_type", choices=["none", "soft", "hard"],
+        default=S)
+    add("--distillation-alpha", "--distillation_alpha", dest="distillation_alpha", type=float, default=S)
+    add("--distillation-tau", "--distillation_tau", dest="distillation_tau", type=float, default=S)
+    add("--kl-normalisation", dest="kl_normalisation", choices=["official", "paper"], default=S)
+    add("--teacher-model", "--teacher_model", dest="teacher_model", default=S)
+    add("--teacher-path", "--teacher_path", dest="teacher_path", default=S,
+        help="teacher checkpoint: path, URL or official name (regnety_160)")
+    add("--output-dir", "--output_dir", dest="output_dir", default=S)
+    add("--resume", default=S, help="checkpoint to resume from, or 'auto' for OUTPUT_DIR/checkpoint.pth if present")
+    add("--eval", action="store_true", default=S, help="only evaluate (--resume PATH, --pretrained or --finetune)")
+    add("--seed", type=int, default=S)
+    add("--device", default=S, help="auto, cpu, cuda or cuda:N")
+    add("--amp", choices=["bf16", "fp16", "off"], default=S, help="mixed precision on CUDA")
+    add("--compile", action="store_true", default=S, help="torch.compile the student")
+    add("--fused-attn", dest="fused_attn", action=argparse.BooleanOptionalAction, default=S)
+    add("--save-every-steps", dest="save_every_steps", type=int, default=S)
+    add("--log-every", dest="log_every", type=int, default=S)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="python -m minideit.train",
+        description="Train or evaluate DeiT. With no arguments: the built-in demo on synthetic data.")
+    _add_flags(p)
+    return p
+
+
+def resolve(argv: list[str]) -> TrainConfig:
+    """Defaults ← preset ← explicit flags. No argument at all means the demo."""
+    args = vars(build_parser().parse_args(argv))
+    preset = args.pop("preset", "")
+    if args.pop("full_imagenet"):
+        preset = "full-imagenet"
+    if args.pop("demo") or not argv:
+        preset = "demo"
+    values = dict(PRESETS.get(preset, {}))
+    values.update(args)
+    if isinstance(values.get("aa"), str) and values["aa"].lower() in ("none", "null"):
+        values["aa"] = ""
+    cfg = TrainConfig(**values)
+    cfg.preset = preset
+    return cfg
+
+
+def to_dict(cfg: TrainConfig) -> dict:
+    return dataclasses.asdict(cfg)
