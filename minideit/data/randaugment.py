@@ -15,6 +15,8 @@ import random
 import re
 from typing import Callable, Sequence
 
+import numpy as np
+import torch
 from PIL import Image, ImageEnhance, ImageOps
 
 MAX_MAGNITUDE = 10.0  # magnitudes live on a 0..10 scale (timm's _LEVEL_DENOM)
@@ -43,7 +45,11 @@ def invert(img: Image.Image, magnitude: float, **_) -> Image.Image:
 
 
 def _posterize_bits(img: Image.Image, bits: int) -> Image.Image:
-    return img if bits >= 8 else ImageOps.posterize(img, bits)
+    if bits >= 8:
+        return img
+    if bits <= 0:  # keeping no bits leaves 0 everywhere; recent Pillow refuses bits=0, old Pillow gave black
+        return Image.new(img.mode, img.size)
+    return ImageOps.posterize(img, bits)
 
 
 def posterize(img: Image.Image, magnitude: float, **_) -> Image.Image:
@@ -92,8 +98,58 @@ def _enhancer(kind: type, factor_fn: Callable[[float], float]) -> Callable[..., 
 # ---- geometric ops (use fill and resample) ----------------------------------------------------------------
 
 def _affine(img: Image.Image, matrix: tuple, fill, resample) -> Image.Image:
-    """PIL affine: output pixel (x, y) samples the input at (a x + b y + c, d x + e y + f)."""
+    """PIL affine: output pixel centre (x, y) samples the input at (a x + b y + c, d x + e y + f)."""
     return img.transform(img.size, Image.AFFINE, matrix, resample=resample, fillcolor=fill)
+
+
+def _cubic_weights(t: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    """Weights of the taps at -1, 0, +1, +2 for points t in [0, 1) past tap 0: cubic convolution with a = -1,
+    the kernel of PIL's BICUBIC affine/rotate (PIL's resize uses a = -0.5)."""
+    t2, t3 = t * t, t * t * t
+    return -t + 2 * t2 - t3, 1 - 2 * t2 + t3, t + t2 - t3, -t2 + t3
+
+
+def _shift_rows(img: Image.Image, shifts: torch.Tensor, fill) -> Image.Image:
+    """Output pixel (y, x) = input at (y, x + shifts[y]): the pixels of PIL's BICUBIC affine (within one grey
+    level) for any map that moves whole rows sideways (shear along x, translation along x), ~2.5x faster.
+
+    Such a map samples every pixel of a row at the same fractional offset, so PIL's 4x4 bicubic filter reduces
+    to 4 taps along the row with one set of weights per row. As in PIL, taps past the border repeat the edge
+    pixel, pixels whose source lies outside the image get `fill`, and the result is truncated to uint8.
+    """
+    w, h = img.size
+    # Each pixel's 4 bytes (R, G, B, pad) viewed as one int32, so gathering a tap is a single 1-D index_select.
+    pixels = torch.from_numpy(np.array(img.convert('RGBA')).view(np.int32).reshape(h, w))
+    edge_l, edge_r = pixels[:, :1], pixels[:, -1:]
+    padded = torch.cat([edge_l, edge_l, pixels, edge_r, edge_r], dim=1).view(-1)  # (h * (w + 4),)
+    whole = shifts.floor()
+    weights = _cubic_weights((shifts - whole).float().view(h, 1, 1))
+    xs = torch.arange(w).view(1, w)
+    # Tap k of output (y, x) reads source column x + whole[y] + k - 1, i.e. padded column x + whole[y] + k + 1.
+    cols = (xs + whole.long().view(h, 1) + 1).clamp_(0, w)  # clamped only where the output becomes `fill`
+    first_tap = (cols + (torch.arange(h) * (w + 4)).view(h, 1)).view(-1)  # (h * w,)
+    acc = torch.zeros(h, w, 4)
+    for k, weight in enumerate(weights):
+        tap = padded.index_select(0, first_tap + k).view(torch.uint8).view(h, w, 4)  # (h, w, RGBX)
+        acc.addcmul_(tap.float(), weight)
+    out = acc.clamp_(0, 255).to(torch.uint8).view(torch.int32).view(h, w)
+    source_x = xs + shifts.view(h, 1)
+    fill_rgbx = np.frombuffer(bytes(fill) + b'\0', dtype=np.int32)[0].item()
+    out.masked_fill_((source_x < -0.5) | (source_x >= w - 0.5), fill_rgbx)
+    return Image.frombytes('RGB', (w, h), out.numpy().tobytes(), 'raw', 'RGBX')
+
+
+def _shift_lines(img: Image.Image, shear: float, offset: float, axis: int, fill, resample) -> Image.Image:
+    """Shear by `shear` and translate by `offset` pixels along `axis` (1: x, 0: y), as PIL's affine
+    (1, shear, offset, 0, 1, 0) along x or its transpose along y. Bicubic takes the fast row path."""
+    if resample != Image.BICUBIC:
+        matrix = (1, shear, offset, 0, 1, 0) if axis == 1 else (1, 0, 0, shear, 1, offset)
+        return _affine(img, matrix, fill, resample)
+    if axis == 0:  # columns move along y: transpose, move rows, transpose back (transposes are cheap copies)
+        return _shift_lines(img.transpose(Image.TRANSPOSE), shear, offset, 1, fill, resample).transpose(
+            Image.TRANSPOSE)
+    rows = torch.arange(img.height, dtype=torch.float64) + 0.5  # pixel centres, as PIL samples
+    return _shift_rows(img, shear * rows + offset, fill)
 
 
 def rotate(img: Image.Image, magnitude: float, fill=DEFAULT_FILL, resample=Image.BICUBIC) -> Image.Image:
@@ -103,22 +159,20 @@ def rotate(img: Image.Image, magnitude: float, fill=DEFAULT_FILL, resample=Image
 
 def shear_x(img: Image.Image, magnitude: float, fill=DEFAULT_FILL, resample=Image.BICUBIC) -> Image.Image:
     """Shear along x by a factor of +/- m/10 * 0.3."""
-    return _affine(img, (1, _random_sign(magnitude / MAX_MAGNITUDE * 0.3), 0, 0, 1, 0), fill, resample)
+    return _shift_lines(img, _random_sign(magnitude / MAX_MAGNITUDE * 0.3), 0.0, 1, fill, resample)
 
 
 def shear_y(img: Image.Image, magnitude: float, fill=DEFAULT_FILL, resample=Image.BICUBIC) -> Image.Image:
-    return _affine(img, (1, 0, 0, _random_sign(magnitude / MAX_MAGNITUDE * 0.3), 1, 0), fill, resample)
+    return _shift_lines(img, _random_sign(magnitude / MAX_MAGNITUDE * 0.3), 0.0, 0, fill, resample)
 
 
 def translate_x_rel(img: Image.Image, magnitude: float, fill=DEFAULT_FILL, resample=Image.BICUBIC) -> Image.Image:
     """Shift along x by +/- m/10 * 45% of the width."""
-    pixels = _random_sign(magnitude / MAX_MAGNITUDE * 0.45) * img.width
-    return _affine(img, (1, 0, pixels, 0, 1, 0), fill, resample)
+    return _shift_lines(img, 0.0, _random_sign(magnitude / MAX_MAGNITUDE * 0.45) * img.width, 1, fill, resample)
 
 
 def translate_y_rel(img: Image.Image, magnitude: float, fill=DEFAULT_FILL, resample=Image.BICUBIC) -> Image.Image:
-    pixels = _random_sign(magnitude / MAX_MAGNITUDE * 0.45) * img.height
-    return _affine(img, (1, 0, 0, 0, 1, pixels), fill, resample)
+    return _shift_lines(img, 0.0, _random_sign(magnitude / MAX_MAGNITUDE * 0.45) * img.height, 0, fill, resample)
 
 
 OPS: dict[str, Callable[..., Image.Image]] = {
