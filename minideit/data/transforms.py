@@ -110,16 +110,20 @@ class PadRandomCrop:
     """Pad by `padding` pixels on each side, then take a random size x size crop (the 32x32 recipe).
 
     `fill='zero'` pads with black, as the official code (torchvision RandomCrop(32, padding=4)) does;
-    `fill='reflect'` mirrors the border instead.
+    `fill='reflect'` mirrors the border instead. An image that is not size x size is first resized to it
+    (bicubic), so small-input training also accepts data stored at another resolution.
     """
 
-    def __init__(self, size: int, padding: int = 4, fill: str = 'zero'):
+    def __init__(self, size: int, padding: int = 4, fill: str = 'zero', interpolation: str = 'bicubic'):
         if fill not in ('zero', 'reflect'):
             raise ValueError(f"fill must be 'zero' or 'reflect', got {fill!r}")
         self.size, self.padding, self.fill = size, padding, fill
+        self.interpolation = _check_interpolation(interpolation)
 
     def __call__(self, img: Image.Image) -> Image.Image:
         p = self.padding
+        if img.size != (self.size, self.size):
+            img = resize_uint8(img, (self.size, self.size), self.interpolation)
         arr = np.asarray(img)
         arr = np.pad(arr, ((p, p), (p, p), (0, 0)), mode='constant' if self.fill == 'zero' else 'reflect')
         top = random.randint(0, arr.shape[0] - self.size)
@@ -306,7 +310,7 @@ def build_transform(is_train: bool, input_size: int, *, aa: str | None = 'rand-m
         first = Resize(input_size, interpolation) if small else ResizeCenterCrop(input_size, crop_pct, interpolation)
         return Compose([first, ToNormalizedTensor(mean, std)])
 
-    steps: list[Callable] = [PadRandomCrop(input_size) if small
+    steps: list[Callable] = [PadRandomCrop(input_size, interpolation=interpolation) if small
                              else RandomResizedCrop(input_size, interpolation=interpolation)]
     steps.append(RandomHorizontalFlip(0.5))
     if aa:
