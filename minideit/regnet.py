@@ -16,7 +16,7 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-from .vit import DropPath
+from .vit import DropPath, linear_rates
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -183,10 +183,11 @@ class RegNet(nn.Module):
         self.stem = ConvBn(in_chans, stem_width, 3, stride=stem_stride)
         widths, depths, groups = regnet_stages(cfg)
         # Stochastic depth grows linearly over all blocks of the network.
-        rates = torch.linspace(0, drop_path_rate, sum(depths)).split(depths)
+        rates = linear_rates(drop_path_rate, sum(depths))
         in_chs = stem_width
         for i, (w, d, g) in enumerate(zip(widths, depths, groups)):
-            stage = Stage(d, in_chs, w, stride=2, drop_path_rates=rates[i].tolist(), group_width=g,
+            first = sum(depths[:i])
+            stage = Stage(d, in_chs, w, stride=2, drop_path_rates=rates[first:first + d], group_width=g,
                           se_ratio=cfg.se_ratio, bottleneck_ratio=cfg.bottleneck_ratio)
             self.add_module(f"s{i + 1}", stage)
             in_chs = w

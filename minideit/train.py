@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
 import shutil
 import sys
 from pathlib import Path
@@ -131,9 +130,11 @@ def build_data(cfg: TrainConfig, dist: DistInfo):
         synthetic = dict(img_size=cfg.input_size, seed=cfg.seed)
     train_kwargs = dict(synthetic, num_samples=cfg.num_samples or None) if synthetic else {}
     val_kwargs = dict(synthetic, num_samples=256 if config_mod.smoke() else None) if synthetic else {}
+    # Small natively-sized data (CIFAR, synthetic) gets pad-and-crop; photos get RandomResizedCrop at any size.
+    small = cfg.data_set in ("synthetic", "cifar10", "cifar100")
     train_tf = build_transform(True, cfg.input_size, aa=cfg.aa or None, color_jitter=cfg.color_jitter,
-                               reprob=cfg.reprob)
-    val_tf = build_transform(False, cfg.input_size)
+                               reprob=cfg.reprob, small_input=small)
+    val_tf = build_transform(False, cfg.input_size, small_input=small)
     train_set = build_dataset(cfg.data_set, cfg.data_path, True, train_tf, **train_kwargs)
     val_set = build_dataset(cfg.data_set, cfg.data_path, False, val_tf, **val_kwargs)
     repeats = 3 if cfg.repeated_aug else 1
@@ -286,9 +287,12 @@ def _run(cfg: TrainConfig, dist: DistInfo) -> dict:
         (out / "config.json").write_text(json.dumps(resolved, indent=2, sort_keys=True) + "\n")
 
     torch.manual_seed(cfg.seed)  # model initialisation is a function of the seed
-    train_set, val_set, train_sampler, val_sampler = build_data(cfg, dist)
-    model = build_student(cfg, num_classes, device)
-    teacher = build_teacher(cfg, num_classes, teacher_state, device)
+    try:  # library checks (a bad --aa string, an unreadable dataset file) say what is wrong in one line
+        train_set, val_set, train_sampler, val_sampler = build_data(cfg, dist)
+        model = build_student(cfg, num_classes, device)
+        teacher = build_teacher(cfg, num_classes, teacher_state, device)
+    except ValueError as e:
+        raise UsageError(str(e)) from None
     if ckpt is not None:
         unwrap(model).load_state_dict(ckpt["model"])
 
@@ -489,11 +493,6 @@ def main(argv: list[str] | None = None) -> int:
         print("interrupted: the last complete checkpoint is in the output directory (--resume auto continues)",
               file=sys.stderr)
         return 130
-    except ValueError as e:  # a library check with its one-line message (bad dataset layout, option, ...)
-        if os.environ.get("MINIDEIT_DEBUG"):
-            raise
-        print(f"error: {e}", file=sys.stderr)
-        return 2
     return 0
 
 

@@ -124,6 +124,11 @@ class Mlp(nn.Module):
         return self.fc2(self.act(self.fc1(x)))
 
 
+def linear_rates(max_rate: float, n: int) -> list[float]:
+    """Stochastic-depth rates growing linearly from 0 (first block) to ``max_rate`` (last block)."""
+    return [max_rate * i / max(n - 1, 1) for i in range(n)]
+
+
 def drop_path(x: torch.Tensor, drop_prob: float, training: bool) -> torch.Tensor:
     """Stochastic depth (Huang et al. 2016; paper §6 and Table 9, rate 0.1): drop a whole residual branch per sample.
 
@@ -199,7 +204,7 @@ class VisionTransformer(nn.Module):
         self.dist_token = nn.Parameter(torch.zeros(1, 1, embed_dim)) if distilled else None
         self.pos_embed = nn.Parameter(torch.zeros(1, num_tokens, embed_dim))
         # Stochastic depth grows linearly with depth, from 0 at the first block to drop_path_rate at the last.
-        rates = torch.linspace(0, drop_path_rate, depth).tolist()
+        rates = linear_rates(drop_path_rate, depth)
         self.blocks = nn.ModuleList([Block(embed_dim, num_heads, mlp_ratio, qkv_bias, r) for r in rates])
         self.norm = nn.LayerNorm(embed_dim, eps=1e-6)
         self.head = nn.Linear(embed_dim, num_classes) if num_classes > 0 else nn.Identity()
