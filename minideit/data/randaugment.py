@@ -8,6 +8,8 @@ solarize uses a lower threshold, enhancements move further from 1 in a random di
 Every op is a function `op(img, magnitude)` in `OPS`, so a notebook can show each one. Geometric ops also take
 `fill` (the colour of uncovered pixels: the ImageNet mean, timm's img_mean) and `resample` (bicubic, from the
 training interpolation); the other ops ignore them (`**_`). Signs and choices come from Python's `random`.
+Shear and translate, a third of the expected cost of this transform with PIL, run row by row in torch with the
+same pixels as PIL's bicubic affine (within one grey level; see `_shift_rows` and the tests).
 """
 from __future__ import annotations
 
