@@ -32,7 +32,9 @@ def patchify(images: torch.Tensor, patch_size: int) -> torch.Tensor:
     ordered channel first, then row, then column: the same order as the weights of a ``Conv2d`` kernel, which is what
     makes the linear projection of these vectors equal to a strided convolution.
     """
+    # BEGIN EXERCISE patchify
     return rearrange(images, "b c (h p1) (w p2) -> b (h w) (c p1 p2)", p1=patch_size, p2=patch_size)
+    # END EXERCISE patchify
 
 
 class PatchEmbed(nn.Module):
@@ -60,9 +62,11 @@ class PatchEmbed(nn.Module):
 
     def forward_as_linear(self, x: torch.Tensor) -> torch.Tensor:
         """The same map written as patchify + a matrix product, for teaching (equal to :meth:`forward`)."""
+        # BEGIN EXERCISE patch_embed_linear
         patches = patchify(x, self.patch_size)  # (B, N, C·p·p)
         weight = self.proj.weight.flatten(1)  # (D, C·p·p): each kernel unrolled in the same order
         return patches @ weight.T + self.proj.bias  # (B, N, D)
+        # END EXERCISE patch_embed_linear
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -70,8 +74,10 @@ class PatchEmbed(nn.Module):
 # ----------------------------------------------------------------------------------------------------------------
 def attention_weights(q: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
     """softmax(Q·Kᵀ / √d) of paper §3 (Eq. of "Multi-head Self Attention"); (B, H, N, d) ×2 → (B, H, N, N)."""
+    # BEGIN EXERCISE attention_weights
     scale = q.shape[-1] ** -0.5
     return (q @ k.transpose(-2, -1) * scale).softmax(dim=-1)
+    # END EXERCISE attention_weights
 
 
 class Attention(nn.Module):
@@ -95,9 +101,11 @@ class Attention(nn.Module):
 
     def split_heads(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """(B, N, D) → q, k, v each (B, H, N, d)."""
+        # BEGIN EXERCISE split_heads
         qkv = self.qkv(x)  # (B, N, 3·H·d)
         q, k, v = rearrange(qkv, "b n (three h d) -> three b h n d", three=3, h=self.num_heads)
         return q, k, v
+        # END EXERCISE split_heads
 
     def forward(self, x: torch.Tensor, return_attn: bool = False):
         q, k, v = self.split_heads(x)
@@ -135,12 +143,14 @@ def drop_path(x: torch.Tensor, drop_prob: float, training: bool) -> torch.Tensor
     Each sample's branch output is kept with probability 1 − p and then divided by 1 − p, so its expectation is
     unchanged and nothing needs rescaling at test time.
     """
+    # BEGIN EXERCISE drop_path
     if drop_prob == 0.0 or not training:
         return x
     keep = 1.0 - drop_prob
     mask_shape = (x.shape[0],) + (1,) * (x.ndim - 1)  # one draw per sample, broadcast over the rest
     mask = x.new_empty(mask_shape).bernoulli_(keep)
     return x * mask / keep
+    # END EXERCISE drop_path
 
 
 class DropPath(nn.Module):
@@ -168,6 +178,7 @@ class Block(nn.Module):
         self.drop_path = DropPath(drop_path_rate)
 
     def forward(self, x: torch.Tensor, return_attn: bool = False):
+        # BEGIN EXERCISE block_forward
         if return_attn:
             y, attn = self.attn(self.norm1(x), return_attn=True)
         else:
@@ -175,6 +186,7 @@ class Block(nn.Module):
         x = x + self.drop_path(y)
         x = x + self.drop_path(self.mlp(self.norm2(x)))
         return (x, attn) if return_attn else x
+        # END EXERCISE block_forward
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -232,14 +244,18 @@ class VisionTransformer(nn.Module):
 
     def prefix_tokens(self, batch_size: int) -> torch.Tensor:
         """The learned class (and distillation) tokens, repeated for the batch: (B, 1 or 2, D)."""
+        # BEGIN EXERCISE prefix_tokens
         tokens = [self.cls_token] if self.dist_token is None else [self.cls_token, self.dist_token]
         return torch.cat(tokens, dim=1).expand(batch_size, -1, -1)
+        # END EXERCISE prefix_tokens
 
     def embed(self, x: torch.Tensor) -> torch.Tensor:
         """Images (B, 3, H, W) → input tokens with position embedding (B, prefix + N, D)."""
+        # BEGIN EXERCISE embed
         x = self.patch_embed(x)  # (B, N, D)
         x = torch.cat([self.prefix_tokens(x.shape[0]), x], dim=1)  # (B, prefix + N, D)
         return x + self.pos_embed
+        # END EXERCISE embed
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         """All tokens after the last block and the final norm: (B, prefix + N, D)."""
@@ -249,6 +265,7 @@ class VisionTransformer(nn.Module):
         return self.norm(x)
 
     def forward_head(self, x: torch.Tensor):
+        # BEGIN EXERCISE forward_head
         cls_logits = self.head(x[:, 0])  # the class token's state
         if not self.distilled:
             return cls_logits
@@ -256,6 +273,7 @@ class VisionTransformer(nn.Module):
         if self.training:
             return cls_logits, dist_logits
         return (cls_logits + dist_logits) / 2  # the joint classifier of §4 ("Classification with our approach")
+        # END EXERCISE forward_head
 
     def forward(self, x: torch.Tensor):
         return self.forward_head(self.forward_features(x))
@@ -293,6 +311,19 @@ class VisionTransformer(nn.Module):
         return {"pos_embed", "cls_token", "dist_token"}
 
 
+def token_cosine(states: list[torch.Tensor]) -> torch.Tensor:
+    """Cosine similarity of the class and distillation tokens at each depth, averaged over the batch (paper §4).
+
+    ``states`` is what :meth:`VisionTransformer.token_states` returns: tensors (B, T, D) with the class token at
+    position 0 and the distillation token at position 1. Returns one value per state, shape (len(states),). The paper
+    measures 0.06 at the input and 0.93 after the last layer: the two tokens converge but stay distinct.
+    """
+    # BEGIN EXERCISE token_cosine
+    sims = [F.cosine_similarity(s[:, 0], s[:, 1], dim=-1).mean() for s in states]  # a (B,) mean per depth
+    return torch.stack(sims)
+    # END EXERCISE token_cosine
+
+
 # ----------------------------------------------------------------------------------------------------------------
 # 4. Position embeddings at another resolution (paper §6, "Fine-tuning at different resolution")
 # ----------------------------------------------------------------------------------------------------------------
@@ -305,6 +336,7 @@ def resize_pos_embed(pos_embed: torch.Tensor, new_grid: int | tuple[int, int], n
     tokens have no position on the grid, so their embeddings are copied unchanged.
     (1, prefix + h·w, D) → (1, prefix + H·W, D).
     """
+    # BEGIN EXERCISE resize_pos_embed
     new_h, new_w = (new_grid, new_grid) if isinstance(new_grid, int) else new_grid
     prefix, grid = pos_embed[:, :num_prefix_tokens], pos_embed[:, num_prefix_tokens:]
     if old_grid is None:
@@ -319,3 +351,4 @@ def resize_pos_embed(pos_embed: torch.Tensor, new_grid: int | tuple[int, int], n
     grid = F.interpolate(grid.float(), size=(new_h, new_w), mode="bicubic", align_corners=False).to(dtype)
     grid = rearrange(grid, "1 d h w -> 1 (h w) d")  # (1, H·W, D)
     return torch.cat([prefix, grid], dim=1)
+    # END EXERCISE resize_pos_embed
