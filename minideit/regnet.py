@@ -35,14 +35,17 @@ class RegNetConfig:
 
 def quantized_widths(w0: int, wa: float, wm: float, depth: int, q: int = 8) -> list[int]:
     """Per-block widths: u_j = w0 + wa·j snapped to w0·wm^round(log(u_j/w0)/log wm), then to a multiple of q."""
+    # BEGIN EXERCISE quantized_widths
     u = w0 + wa * np.arange(depth)  # the continuous widths on a line
     exponent = np.round(np.log(u / w0) / np.log(wm))  # nearest step of the geometric ladder
     widths = w0 * np.power(wm, exponent)
     return (np.round(widths / q) * q).astype(int).tolist()
+    # END EXERCISE quantized_widths
 
 
 def stages_from_widths(widths: list[int]) -> tuple[list[int], list[int]]:
     """Group consecutive blocks of equal width into stages: returns (stage widths, stage depths)."""
+    # BEGIN EXERCISE stages_from_widths
     stage_widths, stage_depths = [], []
     for w in widths:
         if stage_widths and stage_widths[-1] == w:
@@ -51,6 +54,7 @@ def stages_from_widths(widths: list[int]) -> tuple[list[int], list[int]]:
             stage_widths.append(w)
             stage_depths.append(1)
     return stage_widths, stage_depths
+    # END EXERCISE stages_from_widths
 
 
 def compatible_widths(stage_widths: list[int], group_width: int, bottleneck_ratio: float = 1.0
@@ -108,9 +112,11 @@ class SqueezeExcite(nn.Module):
         self.fc2 = nn.Conv2d(reduced, channels, 1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        # BEGIN EXERCISE squeeze_excite
         s = x.mean(dim=(2, 3), keepdim=True)  # (B, C, 1, 1)
         gate = self.fc2(self.act(self.fc1(s))).sigmoid()
         return x * gate
+        # END EXERCISE squeeze_excite
 
 
 class YBlock(nn.Module):
