@@ -33,10 +33,12 @@ class LabelSmoothingCrossEntropy(nn.Module):
         self.smoothing = smoothing
 
     def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        # BEGIN EXERCISE label_smoothing_ce
         logp = F.log_softmax(logits, dim=-1)  # (B, K)
         nll = -logp.gather(-1, target.unsqueeze(-1)).squeeze(-1)  # (B,)
         uniform = -logp.mean(dim=-1)  # (B,) cross-entropy against the uniform distribution
         return ((1.0 - self.smoothing) * nll + self.smoothing * uniform).mean()
+        # END EXERCISE label_smoothing_ce
 
 
 class SoftTargetCrossEntropy(nn.Module):
@@ -46,7 +48,9 @@ class SoftTargetCrossEntropy(nn.Module):
     """
 
     def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        # BEGIN EXERCISE soft_target_ce
         return torch.sum(-target * F.log_softmax(logits, dim=-1), dim=-1).mean()
+        # END EXERCISE soft_target_ce
 
 
 class DistillationLoss(nn.Module):
@@ -112,14 +116,17 @@ class DistillationLoss(nn.Module):
 
     def soft_term(self, student: torch.Tensor, teacher: torch.Tensor) -> torch.Tensor:
         """tau^2 * KL(softmax(t/tau) || softmax(s/tau)), normalised as set by kl_normalisation."""
+        # BEGIN EXERCISE soft_term
         tau = self.tau
         # log_target=True: both arguments are log-probabilities, which is exact for peaked teachers.
         kl_sum = F.kl_div(F.log_softmax(student / tau, dim=1), F.log_softmax(teacher / tau, dim=1),
                           reduction="sum", log_target=True)
         denom = student.numel() if self.kl_normalisation == "official" else student.shape[0]
         return kl_sum * (tau * tau) / denom
+        # END EXERCISE soft_term
 
     def forward(self, inputs: torch.Tensor, outputs, labels: torch.Tensor) -> torch.Tensor:
+        # BEGIN EXERCISE distillation_forward
         if isinstance(outputs, torch.Tensor):
             cls_logits, dist_logits = outputs, outputs  # class-head-only distillation (Table 3, row 3)
         else:
@@ -135,6 +142,7 @@ class DistillationLoss(nn.Module):
         else:  # hard: the teacher's decision is the label, no smoothing
             distill = F.cross_entropy(dist_logits, teacher.argmax(dim=1))
         return (1.0 - self.alpha) * base + self.alpha * distill
+        # END EXERCISE distillation_forward
 
 
 def accuracy(output: torch.Tensor, target: torch.Tensor, topk: tuple[int, ...] = (1, 5)) -> list[torch.Tensor]:
@@ -146,10 +154,12 @@ def accuracy(output: torch.Tensor, target: torch.Tensor, topk: tuple[int, ...] =
     if target.ndim != 1:
         raise ValueError(f"accuracy needs integer labels of shape (B,), got shape {tuple(target.shape)}; "
                          "compute it on evaluation batches, not Mixup soft targets")
+    # BEGIN EXERCISE accuracy
     maxk = min(max(topk), output.shape[1])
     pred = output.topk(maxk, dim=1).indices  # (B, maxk), best first
     hit = pred.eq(target.unsqueeze(1))  # (B, maxk), at most one True per row
     return [hit[:, :min(k, maxk)].any(dim=1).float().mean() * 100.0 for k in topk]
+    # END EXERCISE accuracy
 
 
 def agreement(a_logits: torch.Tensor, b_logits: torch.Tensor) -> torch.Tensor:
@@ -158,4 +168,6 @@ def agreement(a_logits: torch.Tensor, b_logits: torch.Tensor) -> torch.Tensor:
     if a_logits.shape != b_logits.shape:
         raise ValueError(f"agreement needs logits of the same shape, got {tuple(a_logits.shape)} "
                          f"and {tuple(b_logits.shape)}")
+    # BEGIN EXERCISE agreement
     return (a_logits.argmax(dim=1) == b_logits.argmax(dim=1)).float().mean()
+    # END EXERCISE agreement
