@@ -19,8 +19,10 @@ from .vit import Attention
 
 
 def conv_macs(module: nn.Conv2d, inputs: tuple, output: torch.Tensor) -> int:
+    # BEGIN EXERCISE conv_macs
     kh, kw = module.kernel_size
     return output.numel() * (module.in_channels // module.groups) * kh * kw
+    # END EXERCISE conv_macs
 
 
 def linear_macs(module: nn.Linear, inputs: tuple, output: torch.Tensor) -> int:
@@ -65,5 +67,7 @@ def count_flops(model: nn.Module, input_size: int | tuple[int, ...] = 224, per_m
 def transformer_macs(num_tokens: int, dim: int, depth: int, mlp_ratio: float = 4.0) -> int:
     """The same count for a ViT's blocks by formula (a learner exercise): per block, with N tokens of width D,
     qkv 3·N·D², attention 2·N²·D, projection N·D², MLP 2·r·N·D²."""
+    # BEGIN EXERCISE transformer_macs
     per_block = 3 * num_tokens * dim**2 + 2 * num_tokens**2 * dim + num_tokens * dim**2 + 2 * mlp_ratio * num_tokens * dim**2
     return int(depth * per_block)
+    # END EXERCISE transformer_macs
