@@ -20,7 +20,9 @@ def wants_weight_decay(name: str, param: torch.Tensor, skip_names=NO_DECAY_NAMES
 
     A skip name matches the last component of the dotted parameter name, so `module.pos_embed` counts too.
     """
+    # BEGIN EXERCISE wants_weight_decay
     return param.ndim > 1 and name.rsplit(".", 1)[-1] not in skip_names
+    # END EXERCISE wants_weight_decay
 
 
 def param_groups_weight_decay(model: nn.Module, weight_decay: float,
@@ -42,7 +44,9 @@ def scaled_lr(base_lr: float = 5e-4, global_batch: int = 512) -> float:
     """Linear scaling rule of the paper (Table 9): lr = base_lr * global_batch / 512, e.g. 1e-3 for batch 1024."""
     if global_batch <= 0:
         raise ValueError(f"global batch size must be positive, got {global_batch}")
+    # BEGIN EXERCISE scaled_lr
     return base_lr * global_batch / 512
+    # END EXERCISE scaled_lr
 
 
 def build_optimizer(model: nn.Module, name: str = "adamw", *, lr: float, weight_decay: float = 0.05,
@@ -105,6 +109,7 @@ class CosineWarmupSchedule:
 
     def lr_at(self, step: int) -> float:
         """The learning rate after `step` optimiser steps (a pure function of step and the constructor args)."""
+        # BEGIN EXERCISE lr_at
         if step < self.warmup_steps:
             return self.warmup_lr + (self.base_lr - self.warmup_lr) * step / self.warmup_steps
         if self.sched == "constant":
@@ -112,6 +117,7 @@ class CosineWarmupSchedule:
         decay_steps = max(1, self.total_steps - self.warmup_steps)
         progress = min(1.0, (step - self.warmup_steps) / decay_steps)
         return self.min_lr + (self.base_lr - self.min_lr) * 0.5 * (1.0 + math.cos(math.pi * progress))
+        # END EXERCISE lr_at
 
     def _apply(self) -> None:
         lr = self.lr_at(self.step_count)
@@ -160,6 +166,7 @@ class ModelEma:
     @torch.no_grad()
     def update(self, model: nn.Module) -> None:
         model = _unwrap(model)
+        # BEGIN EXERCISE ema_update
         ema_float, new_float = [], []
         for (name, e), (name2, p) in zip(self.module.named_parameters(), model.named_parameters()):
             if name != name2:
@@ -176,6 +183,7 @@ class ModelEma:
             torch._foreach_lerp_(ema_float, new_float, 1.0 - self.decay)
         for e, b in zip(self.module.buffers(), model.buffers()):
             e.copy_(b.detach().to(e.device))
+        # END EXERCISE ema_update
 
     def state_dict(self) -> dict:
         return self.module.state_dict()
