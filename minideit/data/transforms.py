@@ -69,6 +69,7 @@ def rrc_box(width: int, height: int, scale: Sequence[float] = (0.08, 1.0),
     Area fraction uniform in `scale`, aspect ratio w/h log-uniform in `ratio`; up to 10 tries for a box that
     fits, else the whole image centre-cropped to the nearest allowed aspect ratio (torchvision/timm behaviour).
     """
+    # BEGIN EXERCISE rrc_box
     area = width * height
     log_ratio = (math.log(ratio[0]), math.log(ratio[1]))
     for _ in range(10):
@@ -89,6 +90,7 @@ def rrc_box(width: int, height: int, scale: Sequence[float] = (0.08, 1.0),
     else:
         w, h = width, height
     return (height - h) // 2, (width - w) // 2, h, w
+    # END EXERCISE rrc_box
 
 
 class RandomResizedCrop:
@@ -179,6 +181,7 @@ class ResizeCenterCrop:
         self.interpolation = _check_interpolation(interpolation)
 
     def __call__(self, img: Image.Image) -> Image.Image:
+        # BEGIN EXERCISE resize_center_crop
         w, h = img.size
         short, long = (w, h) if w <= h else (h, w)
         new_long = int(self.resize_to * long / short)  # truncation, as torchvision's Resize(int)
@@ -188,6 +191,7 @@ class ResizeCenterCrop:
         top = int(round((new_h - self.size) / 2.0))
         left = int(round((new_w - self.size) / 2.0))
         return img.crop((left, top, left + self.size, top + self.size))
+        # END EXERCISE resize_center_crop
 
     def __repr__(self) -> str:
         return f"ResizeCenterCrop({self.size}, resize_to={self.resize_to}, {self.interpolation})"
@@ -219,9 +223,11 @@ class ToNormalizedTensor:
     def __call__(self, img: Image.Image) -> torch.Tensor:
         if img.mode != 'RGB':
             raise ValueError(f"expected an RGB image, got mode {img.mode!r}; decode with .convert('RGB')")
+        # BEGIN EXERCISE to_normalized_tensor
         # numpy transposes uint8 (H, W, 3) -> (3, H, W) faster than torch does.
         x = torch.from_numpy(np.ascontiguousarray(np.asarray(img).transpose(2, 0, 1)))  # (3, H, W) uint8
         return (x * self.scale).sub_(self.shift)  # the multiply also converts to float32
+        # END EXERCISE to_normalized_tensor
 
     def __repr__(self) -> str:
         return f"ToNormalizedTensor(mean={self.mean}, std={self.std})"
@@ -246,6 +252,7 @@ class RandomErasing:
 
     def sample_box(self, img_h: int, img_w: int) -> tuple[int, int, int, int] | None:
         """(top, left, h, w) of one box, or None when 10 tries found none that fits."""
+        # BEGIN EXERCISE erasing_box
         for _ in range(10):
             target_area = random.uniform(self.min_area, self.max_area) * img_h * img_w / self.count
             aspect = math.exp(random.uniform(*self.log_aspect))
@@ -254,6 +261,7 @@ class RandomErasing:
             if w < img_w and h < img_h:
                 return random.randint(0, img_h - h), random.randint(0, img_w - w), h, w
         return None
+        # END EXERCISE erasing_box
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         if random.random() > self.p:
