@@ -22,16 +22,20 @@ import torch
 
 def one_hot_smoothed(y: torch.Tensor, num_classes: int, smoothing: float = 0.0) -> torch.Tensor:
     """(B,) int labels -> (B, num_classes) rows with `on` at the label and `off` elsewhere."""
+    # BEGIN EXERCISE one_hot_smoothed
     off = smoothing / num_classes
     on = 1.0 - smoothing + off
     targets = torch.full((y.shape[0], num_classes), off, device=y.device)
     return targets.scatter_(1, y.view(-1, 1), on)
+    # END EXERCISE one_hot_smoothed
 
 
 def mix_targets(y: torch.Tensor, num_classes: int, lam: float, smoothing: float = 0.0) -> torch.Tensor:
     """lambda * y + (1 - lambda) * y_partner as smoothed one-hot rows; the partner of image i is image B-1-i."""
+    # BEGIN EXERCISE mix_targets
     targets = one_hot_smoothed(y, num_classes, smoothing)
     return targets * lam + targets.flip(0) * (1.0 - lam)
+    # END EXERCISE mix_targets
 
 
 def cutmix_box(h: int, w: int, lam: float, gen: torch.Generator) -> tuple[int, int, int, int]:
@@ -40,6 +44,7 @@ def cutmix_box(h: int, w: int, lam: float, gen: torch.Generator) -> tuple[int, i
     Sides are h * sqrt(1 - lam) and w * sqrt(1 - lam), then clipped at the image border (so a box near the
     edge is smaller; the caller recomputes lambda from the real area).
     """
+    # BEGIN EXERCISE cutmix_box
     cut = math.sqrt(1.0 - lam)
     cut_h, cut_w = int(h * cut), int(w * cut)
     cy = int(torch.randint(0, h, (1,), generator=gen))
@@ -47,6 +52,7 @@ def cutmix_box(h: int, w: int, lam: float, gen: torch.Generator) -> tuple[int, i
     y0, y1 = max(cy - cut_h // 2, 0), min(cy + cut_h // 2, h)
     x0, x1 = max(cx - cut_w // 2, 0), min(cx + cut_w // 2, w)
     return y0, y1, x0, x1
+    # END EXERCISE cutmix_box
 
 
 class Mixup:
