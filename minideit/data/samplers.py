@@ -73,10 +73,12 @@ class RASampler(torch.utils.data.Sampler):
             order = torch.randperm(self.dataset_len, generator=g)
         else:
             order = torch.arange(self.dataset_len)
+        # BEGIN EXERCISE epoch_indices
         order = order.repeat_interleave(self.num_repeats)  # [a, a, a, b, b, b, ...]
         total = self.per_rank * self.num_replicas
         order = order.repeat(math.ceil(total / len(order)))[:total]  # wrap around to pad (more than once if tiny)
         return order[self.rank::self.num_replicas][:self.num_selected].tolist()
+        # END EXERCISE epoch_indices
 
     def __iter__(self):
         return iter(self.epoch_indices()[self.start:])
