@@ -5,7 +5,7 @@ import random
 import numpy as np
 import pytest
 import torch
-from PIL import Image
+from PIL import Image, ImageEnhance
 
 from minideit.data import randaugment as ra
 from minideit.data.transforms import (IMAGENET_MEAN, IMAGENET_STD, ColorJitter, PadRandomCrop, RandomErasing,
@@ -219,6 +219,13 @@ def test_fast_shear_translate_equal_pil_bicubic_affine(shear, offset, axis):
     ours = ra._shift_lines(img, shear, offset, axis, ra.DEFAULT_FILL, Image.BICUBIC)
     ref = img.transform(img.size, Image.AFFINE, matrix, resample=Image.BICUBIC, fillcolor=ra.DEFAULT_FILL)
     assert np.abs(np.asarray(ours).astype(int) - np.asarray(ref).astype(int)).max() <= 1
+
+
+@pytest.mark.parametrize('factor', [0.1, 0.55, 1.0, 1.37, 1.9])
+def test_fast_sharpness_equals_pil(factor):
+    for img in (photo(64, 48), Image.fromarray(np.random.default_rng(1).integers(0, 256, (9, 5, 3), np.uint8))):
+        ours = np.asarray(ra._sharpness(img, factor))
+        assert np.array_equal(ours, np.asarray(ImageEnhance.Sharpness(img).enhance(factor)))
 
 
 def test_magnitude_noise_is_clipped():

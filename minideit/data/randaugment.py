@@ -91,8 +91,25 @@ def _enhance_increasing_factor(magnitude: float) -> float:
     return max(0.1, 1.0 + _random_sign(magnitude / MAX_MAGNITUDE * 0.9))
 
 
+def _sharpness(img: Image.Image, factor: float) -> Image.Image:
+    """ImageEnhance.Sharpness(img).enhance(factor), same pixels, about 2x faster (PIL's 3x3 filter is slow).
+
+    PIL blends the image with its SMOOTH-filtered copy, kernel (1 1 1; 1 5 1; 1 1 1) / 13 rounded to uint8 with
+    the border pixels left as they are; the blend smooth + factor * (img - smooth) is truncated to uint8.
+    """
+    x = np.asarray(img, dtype=np.float32)  # (H, W, 3)
+    rows = x[:, :-2] + x[:, 1:-1] + x[:, 2:]  # sums of 3 neighbours along x: (H, W-2, 3)
+    box = rows[:-2] + rows[1:-1] + rows[2:]  # 3x3 sums: (H-2, W-2, 3)
+    smooth = x.copy()
+    smooth[1:-1, 1:-1] = np.floor((box + 4 * x[1:-1, 1:-1]) / 13 + 0.5)  # centre weight 5 = 1 in box + 4
+    out = smooth + np.float32(factor) * (x - smooth)
+    return Image.fromarray(np.clip(out, 0, 255).astype(np.uint8))
+
+
 def _enhancer(kind: type, factor_fn: Callable[[float], float]) -> Callable[..., Image.Image]:
     def op(img: Image.Image, magnitude: float, **_) -> Image.Image:
+        if kind is ImageEnhance.Sharpness and img.mode == 'RGB' and min(img.size) >= 3:
+            return _sharpness(img, factor_fn(magnitude))
         return kind(img).enhance(factor_fn(magnitude))
     return op
 
@@ -121,7 +138,7 @@ def _shift_rows(img: Image.Image, shifts: torch.Tensor, fill) -> Image.Image:
     """
     w, h = img.size
     # Each pixel's 4 bytes (R, G, B, pad) viewed as one int32, so gathering a tap is a single 1-D index_select.
-    pixels = torch.from_numpy(np.array(img.convert('RGBA')).view(np.int32).reshape(h, w))
+    pixels = torch.from_numpy(np.frombuffer(img.tobytes('raw', 'RGBX'), dtype=np.int32).reshape(h, w).copy())
     edge_l, edge_r = pixels[:, :1], pixels[:, -1:]
     padded = torch.cat([edge_l, edge_l, pixels, edge_r, edge_r], dim=1).view(-1)  # (h * (w + 4),)
     whole = shifts.floor()
@@ -134,11 +151,10 @@ def _shift_rows(img: Image.Image, shifts: torch.Tensor, fill) -> Image.Image:
     for k, weight in enumerate(weights):
         tap = padded.index_select(0, first_tap + k).view(torch.uint8).view(h, w, 4)  # (h, w, RGBX)
         acc.addcmul_(tap.float(), weight)
-    out = acc.clamp_(0, 255).to(torch.uint8).view(torch.int32).view(h, w)
-    source_x = xs + shifts.view(h, 1)
-    fill_rgbx = np.frombuffer(bytes(fill) + b'\0', dtype=np.int32)[0].item()
-    out.masked_fill_((source_x < -0.5) | (source_x >= w - 0.5), fill_rgbx)
-    return Image.frombytes('RGB', (w, h), out.numpy().tobytes(), 'raw', 'RGBX')
+    out = np.clip(acc.numpy(), 0, 255).astype(np.uint8).view(np.int32)[..., 0]  # numpy casts ~5x faster
+    source_x = (xs + shifts.view(h, 1)).numpy()
+    out[(source_x < -0.5) | (source_x >= w - 0.5)] = np.frombuffer(bytes(fill) + b'\0', dtype=np.int32)[0]
+    return Image.frombytes('RGB', (w, h), out.tobytes(), 'raw', 'RGBX')
 
 
 def _shift_lines(img: Image.Image, shear: float, offset: float, axis: int, fill, resample) -> Image.Image:
