@@ -144,10 +144,12 @@ def build_data(cfg: TrainConfig, dist: DistInfo):
     return train_set, val_set, train_sampler, val_sampler
 
 
-def make_loader(cfg: TrainConfig, dataset, sampler, epoch: int, train: bool, device: torch.device):
+def make_loader(cfg: TrainConfig, dataset, sampler, epoch: int, train: bool, dist: DistInfo):
+    """One epoch's loader; workers are seeded from (seed, epoch, rank), so the copies of an image that repeated
+    augmentation sends to different ranks are augmented differently."""
     from .data.loader import build_loader
     return build_loader(dataset, cfg.batch_size if train else cfg.batch_size * 2, sampler, cfg.num_workers,
-                        cfg.seed, epoch, drop_last=train, pin_memory=device.type == "cuda")
+                        cfg.seed, epoch, drop_last=train, pin_memory=dist.device.type == "cuda", rank=dist.rank)
 
 
 def build_student(cfg: TrainConfig, num_classes: int, device: torch.device) -> nn.Module:
@@ -297,7 +299,7 @@ def _run(cfg: TrainConfig, dist: DistInfo) -> dict:
         unwrap(model).load_state_dict(ckpt["model"])
 
     if cfg.eval:
-        loader = make_loader(cfg, val_set, val_sampler, 0, False, device)
+        loader = make_loader(cfg, val_set, val_sampler, 0, False, dist)
         stats = evaluate(model, loader, device, teacher, cfg.amp)
         if dist.is_main:
             print_table({cfg.model: stats})
@@ -345,7 +347,7 @@ def _run(cfg: TrainConfig, dist: DistInfo) -> dict:
     train_model = torch.compile(model) if cfg.compile else model
 
     stats: dict = {}
-    val_loader = make_loader(cfg, val_set, val_sampler, 0, False, device)
+    val_loader = make_loader(cfg, val_set, val_sampler, 0, False, dist)
     for epoch in range(start_epoch, cfg.epochs):
         stats = run_epoch(cfg, dist, epoch, start_step if epoch == start_epoch else 0, train_model, model, teacher,
                           criterion, optimizer, schedule, ema, scaler, mixup, train_set, train_sampler, val_loader,
@@ -369,7 +371,7 @@ def run_epoch(cfg, dist, epoch, start_step, train_model, model, teacher, criteri
     seed_everything(cfg.seed, epoch, dist.rank)  # everything random in epoch e is a function of (seed, e, rank)
     if hasattr(train_set, "reset_failures"):
         train_set.reset_failures()
-    loader = make_loader(cfg, train_set, train_sampler, epoch, True, device)
+    loader = make_loader(cfg, train_set, train_sampler, epoch, True, dist)
     progress = tqdm(total=len(loader), desc=f"epoch {epoch + 1}/{cfg.epochs}", disable=not dist.is_main,
                     dynamic_ncols=True, leave=False)
 
