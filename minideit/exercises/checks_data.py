@@ -1,0 +1,186 @@
+"""Checks of the data exercises: transforms (notebooks 00, 09), Mixup/CutMix (09), repeated augmentation (11).
+
+Sampling functions are checked twice: first for properties any correct answer has (the box lies inside the image,
+its area and shape are in range), then against the reference under the same seed, since the package promises
+that a run is a function of its seed. The second message says in which order the reference draws its numbers.
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+from PIL import Image
+
+from ..data import mixup, samplers, transforms
+from .checking import call, compare, describe, expect, seeded
+
+
+def _noise_image(width: int, height: int, seed: int) -> Image.Image:
+    """Random pixels: a crop one pixel off, or a wrong resize, changes almost every value."""
+    rng = np.random.default_rng(seed)
+    return Image.fromarray(rng.integers(0, 256, (height, width, 3), dtype=np.uint8))
+
+
+# ---- notebook 00: the evaluation transform ----------------------------------------------------------------------
+def check_to_normalized_tensor(fn) -> None:
+    default = transforms.ToNormalizedTensor()
+    custom = transforms.ToNormalizedTensor(mean=(0.5, 0.4, 0.3), std=(0.25, 0.5, 1.0))
+    for t, (w, h) in [(default, (5, 7)), (default, (3, 2)), (custom, (20, 12))]:
+        img = _noise_image(w, h, seed=w)
+        label = f"to_normalized_tensor({t}, RGB image {w}x{h})"
+        got = call(fn, label, t, img)
+        x = torch.from_numpy(np.asarray(img).copy()).float()  # (H, W, 3)
+        mean, std = torch.tensor(t.mean), torch.tensor(t.std)
+        compare(got, t(img), label, mistakes=[
+            ((x.permute(2, 0, 1) - mean.view(3, 1, 1)) / std.view(3, 1, 1), "divide the pixels by 255 first"),
+            (((x / 255 - mean) / std).permute(2, 1, 0), "channels first, then rows, then columns: (3, H, W)"),
+        ])
+        expect(got.dtype == torch.float32, f"{label}: expected float32 (the model's dtype), got {got.dtype}")
+
+
+def check_resize_center_crop(fn) -> None:
+    for size, crop_pct, (w, h) in [(16, 0.875, (30, 40)), (16, 0.875, (45, 30)), (16, 0.875, (18, 18)),
+                                   (16, 1.0, (16, 33)), (12, 0.75, (20, 21))]:
+        t = transforms.ResizeCenterCrop(size, crop_pct)
+        img = _noise_image(w, h, seed=w * h)
+        label = f"resize_center_crop(ResizeCenterCrop({size}, crop_pct={crop_pct}, resize_to {t.resize_to}), " \
+                f"image {w}x{h})"
+        got = call(fn, label, t, img)
+        expect(isinstance(got, Image.Image), f"{label}: expected a PIL image, got {describe(got)}")
+        expect(got.size == (size, size), f"{label}: expected a {size}x{size} image, got {got.size[0]}x{got.size[1]}")
+        diff = np.abs(np.asarray(got, dtype=np.int16) - np.asarray(t(img), dtype=np.int16))
+        # A different resize kernel changes values by a grey level or two; a misplaced crop by dozens.
+        expect(diff.mean() < 1.0, f"{label}: pixels differ from the reference by {diff.mean():.1f} grey levels "
+                                  "on average; check the resized size (shorter side = resize_to, the other "
+                                  "int(resize_to * long / short)) and the crop offsets round((new - size) / 2)")
+
+
+# ---- notebook 09: RandomResizedCrop and random erasing -----------------------------------------------------------
+def _check_box_fits(box, label: str, width: int, height: int) -> None:
+    expect(isinstance(box, (tuple, list)) and len(box) == 4 and all(isinstance(v, int) for v in box),
+           f"{label}: expected 4 ints (top, left, h, w), got {describe(box)}")
+    top, left, h, w = box
+    expect(h > 0 and w > 0 and 0 <= top and 0 <= left and top + h <= height and left + w <= width,
+           f"{label}: box (top={top}, left={left}, h={h}, w={w}) does not lie inside the {width}x{height} image")
+
+
+def check_rrc_box(fn) -> None:
+    width, height, scale, ratio = 100, 60, (0.08, 1.0), (3 / 4, 4 / 3)
+    for seed in range(100):
+        label = f"rrc_box({width}, {height}) after random.seed({seed})"
+        box = seeded(call, seed, fn, label, width, height, scale, ratio)
+        _check_box_fits(box, label, width, height)
+        top, left, h, w = box
+        # w and h are rounded, so the area and the aspect ratio can be off by a rounding step
+        expect(scale[0] * 0.85 <= w * h / (width * height) <= 1.0,
+               f"{label}: box {w}x{h} covers {w * h / (width * height):.3f} of the image, outside scale {scale}")
+        expect(ratio[0] * 0.9 <= w / h <= ratio[1] * 1.1, f"{label}: box {w}x{h} has aspect w/h {w / h:.3f}, "
+                                                          f"outside ratio ({ratio[0]:.3f}, {ratio[1]:.3f})")
+        expected = seeded(transforms.rrc_box, seed, width, height, scale, ratio)
+        expect(tuple(box) == expected, f"{label}: expected {expected}, got {tuple(box)}: your box is valid but the "
+               "draws differ; per try draw random.uniform(*scale), then random.uniform over the log ratios, round "
+               "w and h, and if they fit draw top = random.randint(0, height - h), then left likewise")
+    for w, h, scale in [(100, 10, (0.9, 1.0)), (10, 100, (0.9, 1.0)), (50, 50, (1.5, 2.0))]:
+        label = f"rrc_box({w}, {h}, scale={scale}) (no box fits: the fallback)"
+        compare(tuple(seeded(call, 0, fn, label, w, h, scale, ratio)), transforms.rrc_box(w, h, scale, ratio), label)
+
+
+def check_erasing_box(fn) -> None:
+    for count in (1, 2):
+        erase = transforms.RandomErasing(p=1.0, count=count)
+        img_h, img_w = 32, 40
+        for seed in range(60):
+            label = f"erasing_box(RandomErasing(count={count}), {img_h}, {img_w}) after random.seed({seed})"
+            box = seeded(call, seed, fn, label, erase, img_h, img_w)
+            expected = seeded(erase.sample_box, seed, img_h, img_w)
+            if expected is None:
+                compare(box, None, label)
+                continue
+            _check_box_fits(box, label, img_w, img_h)
+            expect(tuple(box) == expected, f"{label}: expected {expected}, got {tuple(box)}: per try draw the area "
+                   "fraction random.uniform(min_area, max_area), then random.uniform(*self.log_aspect); "
+                   "h = round(sqrt(area * aspect)), w = round(sqrt(area / aspect)); if h < H and w < W draw top "
+                   "= random.randint(0, H - h), then left")
+    never = transforms.RandomErasing(p=1.0, min_area=1.0, max_area=1.0)
+    label = "erasing_box(RandomErasing(min_area=1, max_area=1), 10, 10) (no box fits)"
+    compare(seeded(call, 0, fn, label, never, 10, 10), None, label)
+
+
+# ---- notebook 09: Mixup and CutMix -------------------------------------------------------------------------------
+def check_one_hot_smoothed(fn) -> None:
+    for y, k, smoothing in [([0, 3, 1, 4], 5, 0.0), ([0, 3, 1, 4], 5, 0.1), ([2], 3, 0.3)]:
+        labels = torch.tensor(y)
+        label = f"one_hot_smoothed(y={y}, num_classes={k}, smoothing={smoothing})"
+        got = call(fn, label, labels, k, smoothing)
+        off = smoothing / (k - 1)
+        compare(got, mixup.one_hot_smoothed(labels, k, smoothing), label, mistakes=[
+            (torch.full((len(y), k), off).scatter_(1, labels.view(-1, 1), 1 - smoothing),
+             "spread the smoothing over all num_classes classes, the label's included: off = smoothing / "
+             "num_classes, on = 1 - smoothing + off"),
+            (torch.full((len(y), k), smoothing / k).scatter_(1, labels.view(-1, 1), 1 - smoothing),
+             "the label gets its share of the smoothing too: on = 1 - smoothing + smoothing / num_classes"),
+        ])
+
+
+def check_mix_targets(fn) -> None:
+    y = torch.tensor([0, 2, 1, 4, 3, 3])
+    for lam, smoothing in [(0.7, 0.1), (0.25, 0.0), (1.0, 0.1)]:
+        label = f"mix_targets(y={y.tolist()}, num_classes=5, lam={lam}, smoothing={smoothing})"
+        got = call(fn, label, y, 5, lam, smoothing)
+        rows = mixup.one_hot_smoothed(y, 5, smoothing)
+        compare(got, mixup.mix_targets(y, 5, lam, smoothing), label, mistakes=[
+            (rows * lam + rows.roll(1, 0) * (1 - lam), "the partner of image i is image B-1-i: flip the batch"),
+            (rows * (1 - lam) + rows.flip(0) * lam, "lam weighs the image's own labels, 1 - lam its partner's"),
+        ])
+
+
+def check_cutmix_box(fn) -> None:
+    h, w = 32, 24
+    for seed, lam in [(s, l) for s in range(20) for l in (0.3, 0.75)] + [(0, 1.0), (1, 0.0)]:
+        label = f"cutmix_box({h}, {w}, lam={lam}, gen seeded with {seed})"
+        box = call(fn, label, h, w, lam, torch.Generator().manual_seed(seed))
+        expect(isinstance(box, (tuple, list)) and len(box) == 4 and all(isinstance(v, int) for v in box),
+               f"{label}: expected 4 ints (y0, y1, x0, x1), got {describe(box)}")
+        y0, y1, x0, x1 = box
+        cut_h, cut_w = int(h * math.sqrt(1 - lam)), int(w * math.sqrt(1 - lam))
+        expect(0 <= y0 <= y1 <= h and 0 <= x0 <= x1 <= w and y1 - y0 <= cut_h + 1 and x1 - x0 <= cut_w + 1,
+               f"{label}: box rows {y0}:{y1}, columns {x0}:{x1} must lie in the {h}x{w} image and be at most "
+               f"{cut_h}x{cut_w}")
+        expected = mixup.cutmix_box(h, w, lam, torch.Generator().manual_seed(seed))
+        expect(tuple(box) == expected, f"{label}: expected {expected}, got {tuple(box)}; draw cy = "
+               "torch.randint(0, h, (1,), generator=gen) first, then cx = torch.randint(0, w, ...); "
+               "y0 = max(cy - cut_h // 2, 0), y1 = min(cy + cut_h // 2, h), and the same for x")
+
+
+# ---- notebook 11: the repeated-augmentation sampler --------------------------------------------------------------
+def check_epoch_indices(fn) -> None:
+    cases = [(10, 1, 0, 3, True, 0), (10, 2, 1, 3, True, 1), (600, 4, 3, 3, True, 2), (5, 4, 2, 3, False, 0),
+             (7, 3, 1, 1, True, 0), (1000, 8, 5, 3, True, 7)]
+    for n, replicas, rank, repeats, shuffle, epoch in cases:
+        sampler = samplers.RASampler(n, num_replicas=replicas, rank=rank, shuffle=shuffle, num_repeats=repeats)
+        sampler.set_epoch(epoch)
+        label = (f"epoch_indices(RASampler({n} images, num_replicas={replicas}, rank={rank}, "
+                 f"num_repeats={repeats}, shuffle={shuffle}), epoch {epoch})")
+        got = call(fn, label, sampler)
+        expected = sampler.epoch_indices()
+        expect(isinstance(got, list), f"{label}: expected a list of ints, got {type(got).__name__} "
+                                      "(a tensor converts with .tolist())")
+        compare(got, expected, label, mistakes=[
+            (_variant(sampler, "repeat_interleave", cut=False), f"keep only the first num_selected = "
+                                                                f"{sampler.num_selected} indices of this rank"),
+            (_variant(sampler, "repeat", cut=True), "repeat each index in place, [a, a, a, b, b, b] "
+                                                    "(repeat_interleave), so that its copies go to different ranks"),
+        ])
+
+
+def _variant(sampler: samplers.RASampler, repeat: str, cut: bool) -> list[int]:
+    """The sampler's indices with the copies laid out by ``repeat`` and the official cut on or off."""
+    if sampler.shuffle:
+        order = torch.randperm(sampler.dataset_len, generator=torch.Generator().manual_seed(sampler.seed + sampler.epoch))
+    else:
+        order = torch.arange(sampler.dataset_len)
+    order = getattr(order, repeat)(sampler.num_repeats)
+    total = sampler.per_rank * sampler.num_replicas
+    order = order.repeat(math.ceil(total / len(order)))[:total][sampler.rank::sampler.num_replicas]
+    return order[:sampler.num_selected].tolist() if cut else order.tolist()
