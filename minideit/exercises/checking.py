@@ -56,6 +56,8 @@ def _tensor_diff(got: torch.Tensor, expected: torch.Tensor, atol: float, rtol: f
     bad = ~torch.isclose(g, e, rtol=rtol, atol=atol, equal_nan=True)
     if not bad.any():
         return None
+    if e.numel() == 1:
+        return f"expected {e.item():.6g}, got {g.item():.6g}"
     first = tuple(int(i) for i in bad.nonzero()[0])
     at = f" at index {list(first)}" if first else ""
     finite = torch.isfinite(g) & torch.isfinite(e)

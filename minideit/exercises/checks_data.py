@@ -177,7 +177,8 @@ def check_epoch_indices(fn) -> None:
 def _variant(sampler: samplers.RASampler, repeat: str, cut: bool) -> list[int]:
     """The sampler's indices with the copies laid out by ``repeat`` and the official cut on or off."""
     if sampler.shuffle:
-        order = torch.randperm(sampler.dataset_len, generator=torch.Generator().manual_seed(sampler.seed + sampler.epoch))
+        g = torch.Generator().manual_seed(sampler.seed + sampler.epoch)
+        order = torch.randperm(sampler.dataset_len, generator=g)
     else:
         order = torch.arange(sampler.dataset_len)
     order = getattr(order, repeat)(sampler.num_repeats)
