@@ -142,7 +142,7 @@ def render_notebook(notebook: int, solved: bool = False) -> str:
             imports.setdefault(kind, set()).add(part)
         code = solution if solved else function_source(ex, solved=False)
         intro = f"# {ex.module}.{ex.qualname}"
-        intro += f": a method, `self` is a {ex.owner}\n" if ex.owner else "\n"
+        intro += f": a method; `self` is an instance of {ex.owner}\n" if ex.owner else "\n"
         functions.append(intro + code)
     slug, subject = NOTEBOOKS[notebook]
     head = [f'"""Exercises of notebook {notebook:02d}: {subject}.',
