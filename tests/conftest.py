@@ -25,3 +25,10 @@ def _deterministic_threads():
 
 def rel_err(a: torch.Tensor, b: torch.Tensor) -> float:
     return ((a - b).norm() / b.norm()).item()
+
+
+def pytest_configure(config):
+    # One marker per exercise id: `pytest -m patchify tests/test_exercises.py` runs that exercise's tests.
+    from minideit.exercises import EXERCISES
+    for ex in EXERCISES.values():
+        config.addinivalue_line("markers", f"{ex.id}: exercise of notebook {ex.notebook:02d}")
