@@ -46,6 +46,7 @@ class TrainConfig:
     accum_steps: int = 1
     num_workers: int = 10
     repeated_aug: bool = True
+    gpu_aug: bool = False  # loader hands over uint8; normalise + erasing run on the device (data/gpu_aug.py)
     # augmentation (Table 9)
     aa: str = "rand-m9-mstd0.5-inc1"
     color_jitter: float = 0.3
@@ -140,6 +141,8 @@ def _add_flags(p: argparse.ArgumentParser) -> None:
     add("--accum-steps", dest="accum_steps", type=int, default=S)
     add("--num-workers", "--num_workers", dest="num_workers", type=int, default=S)
     add("--repeated-aug", dest="repeated_aug", action=argparse.BooleanOptionalAction, default=S)
+    add("--gpu-aug", dest="gpu_aug", action=argparse.BooleanOptionalAction, default=S,
+        help="loader workers stop at uint8; normalisation and random erasing run on the device")
     add("--aa", default=S, help="RandAugment config, e.g. rand-m9-mstd0.5-inc1; '' or none to disable")
     add("--color-jitter", "--color_jitter", dest="color_jitter", type=float, default=S)
     add("--reprob", type=float, default=S)

@@ -23,7 +23,7 @@ from .checkpoint import load_training_checkpoint, rng_state, save_atomic, set_rn
 from .config import TrainConfig
 from .distributed import DistInfo, all_gather_object, barrier, cleanup, init_distributed
 from .engine import NonFiniteLossError, evaluate, train_one_epoch, unwrap
-from .losses import DistillationLoss, LabelSmoothingCrossEntropy, SoftTargetCrossEntropy
+from .losses import DistillationLoss, LabelSmoothingCrossEntropy, SoftTargetCrossEntropy, prepare_teacher
 from .models import DEIT_CONFIGS, check_model_name, create_model
 from .optim import CosineWarmupSchedule, ModelEma, build_optimizer, scaled_lr
 from .weights import CheckpointError, adapt_pos_embed, check_compatible, resolve_state_dict
@@ -132,8 +132,13 @@ def build_data(cfg: TrainConfig, dist: DistInfo):
     val_kwargs = dict(synthetic, num_samples=256 if config_mod.smoke() else None) if synthetic else {}
     # Small natively-sized data (CIFAR, synthetic) gets pad-and-crop; photos get RandomResizedCrop at any size.
     small = cfg.data_set in ("synthetic", "cifar10", "cifar100")
-    train_tf = build_transform(True, cfg.input_size, aa=cfg.aa or None, color_jitter=cfg.color_jitter,
-                               reprob=cfg.reprob, small_input=small)
+    if cfg.gpu_aug:  # the same per-image steps, ending at uint8: normalise + erase happen on the device
+        from .data.gpu_aug import build_uint8_transform
+        train_tf = build_uint8_transform(True, cfg.input_size, aa=cfg.aa or None, color_jitter=cfg.color_jitter,
+                                         small_input=small)
+    else:
+        train_tf = build_transform(True, cfg.input_size, aa=cfg.aa or None, color_jitter=cfg.color_jitter,
+                                   reprob=cfg.reprob, small_input=small)
     val_tf = build_transform(False, cfg.input_size, small_input=small)
     train_set = build_dataset(cfg.data_set, cfg.data_path, True, train_tf, **train_kwargs)
     val_set = build_dataset(cfg.data_set, cfg.data_path, False, val_tf, **val_kwargs)
@@ -192,7 +197,7 @@ def build_teacher(cfg: TrainConfig, num_classes: int, state: dict | None, device
     teacher = create_model(cfg.teacher_model, num_classes=num_classes,
                            **model_overrides(cfg.teacher_model, cfg.input_size))
     teacher.load_state_dict(adapt_pos_embed(teacher, state))
-    return teacher.to(device).eval().requires_grad_(False)
+    return prepare_teacher(teacher, device, cfg.amp)  # frozen, eval; bf16 weights on CUDA with --amp bf16
 
 
 def build_criterion(cfg: TrainConfig, teacher: nn.Module | None, mixup_active: bool) -> DistillationLoss:
@@ -380,8 +385,13 @@ def run_epoch(cfg, dist, epoch, start_step, train_model, model, teacher, criteri
             save_checkpoint(out / "checkpoint.pth", cfg, model, optimizer, schedule, ema, scaler, mixup, epoch,
                             step, best_acc1, dist, epoch_done=False)
 
+    batch_aug = mixup
+    if cfg.gpu_aug:  # uint8 batches: normalise, erase each image, then Mixup, all on the device
+        from .data.gpu_aug import DeviceAugment
+        batch_aug = DeviceAugment(cfg.reprob, mixup=mixup)
     try:
-        train_stats = train_one_epoch(train_model, criterion, loader, optimizer, schedule, device=device, mixup=mixup,
+        train_stats = train_one_epoch(train_model, criterion, loader, optimizer, schedule, device=device,
+                                      mixup=batch_aug,
                                       ema=ema, scaler=scaler, amp=cfg.amp, accum_steps=accum,
                                       clip_grad=cfg.clip_grad, log_every=cfg.log_every,
                                       max_nonfinite=cfg.max_nonfinite, progress=progress, on_step=on_step,

@@ -126,3 +126,35 @@ def test_device_augment_erases_each_image_before_mixing():
     assert torch.equal(got, expected) and torch.equal(targets, expected_targets)
     plain, same_y = DeviceAugment(0.0)(x, y)
     assert torch.equal(plain, normalize_uint8(x)) and same_y is y
+
+
+@pytest.mark.slow  # three one-epoch runs of the nano model on synthetic data
+def test_train_with_gpu_aug_equals_the_cpu_path_without_erasing_and_runs_with_it(tmp_path, monkeypatch, capsys):
+    from minideit.train import main as train_main
+    monkeypatch.setenv('MINIDEIT_SMOKE', '1')
+    seen = []
+    original = DeviceAugment.__call__
+
+    def spy(self, x, y):
+        seen.append(x.dtype)
+        return original(self, x, y)
+    monkeypatch.setattr(DeviceAugment, '__call__', spy)
+
+    def run(name, *extra):
+        args = ['--model', 'deit_nano_distilled_patch4_32', '--data-set', 'synthetic', '--input-size', '32',
+                '--num-samples', '64', '--batch-size', '16', '--epochs', '1', '--warmup-epochs', '1',
+                '--num-workers', '0', '--output-dir', str(tmp_path / name), *extra]
+        assert train_main(args) == 0, capsys.readouterr().err
+        return torch.load(tmp_path / name / 'checkpoint.pth', weights_only=False)['model']
+
+    no_erase = ('--reprob', '0', '--mixup', '0', '--cutmix', '0')
+    cpu = run('cpu', *no_erase)
+    assert seen == []
+    gpu = run('gpu', '--gpu-aug', *no_erase)
+    assert seen and set(seen) == {torch.uint8}  # the loader handed over uint8 batches
+    for key in cpu:  # same per-image randomness, bit-identical normalisation: the very same training
+        assert torch.equal(cpu[key], gpu[key]), key
+    full = run('gpu-full', '--gpu-aug')  # erasing and Mixup/CutMix on the device
+    assert any(not torch.equal(full[k], gpu[k]) for k in gpu)
+    log = json.loads((tmp_path / 'gpu-full' / 'log.jsonl').read_text().splitlines()[-1])
+    assert math.isfinite(log['train_loss']) and log['nonfinite_steps'] == 0
