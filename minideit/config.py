@@ -178,7 +178,7 @@ def _add_flags(p: argparse.ArgumentParser) -> None:
     add("--seed", type=int, default=S)
     add("--device", default=S, help="auto, cpu, cuda or cuda:N")
     add("--amp", choices=["bf16", "fp16", "off"], default=S, help="mixed precision on CUDA")
-    add("--compile", action="store_true", default=S, help="torch.compile the student")
+    add("--compile", action="store_true", default=S, help="torch.compile the student (and the teacher)")
     add("--fused-attn", dest="fused_attn", action=argparse.BooleanOptionalAction, default=S)
     add("--save-every-steps", dest="save_every_steps", type=int, default=S)
     add("--log-every", dest="log_every", type=int, default=S)

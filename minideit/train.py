@@ -197,7 +197,8 @@ def build_teacher(cfg: TrainConfig, num_classes: int, state: dict | None, device
     teacher = create_model(cfg.teacher_model, num_classes=num_classes,
                            **model_overrides(cfg.teacher_model, cfg.input_size))
     teacher.load_state_dict(adapt_pos_embed(teacher, state))
-    return prepare_teacher(teacher, device, cfg.amp)  # frozen, eval; bf16 weights on CUDA with --amp bf16
+    # frozen, eval; bf16 weights on CUDA with --amp bf16; compiled with the student under --compile
+    return prepare_teacher(teacher, device, cfg.amp, compile=cfg.compile)
 
 
 def build_criterion(cfg: TrainConfig, teacher: nn.Module | None, mixup_active: bool) -> DistillationLoss:

@@ -158,3 +158,154 @@ def test_train_with_gpu_aug_equals_the_cpu_path_without_erasing_and_runs_with_it
     assert any(not torch.equal(full[k], gpu[k]) for k in gpu)
     log = json.loads((tmp_path / 'gpu-full' / 'log.jsonl').read_text().splitlines()[-1])
     assert math.isfinite(log['train_loss']) and log['nonfinite_steps'] == 0
+
+
+# ---- arithmetic --------------------------------------------------------------------------------------------
+
+from minideit import benchmark_step as bs  # noqa: E402
+from minideit.benchmark import main as bench_main  # noqa: E402
+
+
+def test_mfu_counts_three_student_passes_and_one_teacher_pass():
+    # DeiT-S⚗ (4.63 GMACs) + RegNetY-16GF (15.96) at 4,450 img/s: 2 * (3 * 4.63 + 15.96) GFLOP per image
+    tflops = bs.achieved_tflops(4450, 4.63e9, 15.96e9)
+    assert tflops == pytest.approx(4450 * 2 * (3 * 4.63 + 15.96) / 1e3)
+    assert bs.mfu(4450, 4.63e9, 15.96e9, 989.0) == pytest.approx(tflops / 989.0)
+    assert bs.mfu(100, 1e9, 0, None) is None  # unknown peak (a CPU): no MFU
+    assert bs.achieved_tflops(1000, 2e9, train=False) == pytest.approx(4.0)  # inference: one forward, 2 FLOPs/MAC
+    assert bs.projected_hours(1_281_167 * 300 / 3600) == pytest.approx(1.0)
+
+
+def test_peak_flops_known_devices_and_override():
+    assert bs.peak_tflops_of(torch.device('cpu')) is None
+    assert bs.peak_tflops_of(torch.device('cpu'), 123.0) == 123.0
+    names = dict(bs.PEAK_BF16_TFLOPS)
+    assert names['H200'] == names['H100'] == 989.0
+    # 'H100 PCIe' must be tried before 'H100'
+    keys = [k for k, _ in bs.PEAK_BF16_TFLOPS]
+    assert keys.index('H100 PCIe') < keys.index('H100')
+
+
+@pytest.mark.parametrize('capacity', [7, 8, 300, 1000, 5000])
+def test_largest_batch_finds_the_largest_multiple_of_8_that_fits(capacity):
+    tried = []
+
+    def fits(b):
+        tried.append(b)
+        return b <= capacity
+    got = bs.largest_batch(fits, start=64, limit=4096, multiple=8)
+    assert got == min(capacity // 8 * 8, 4096)
+    assert len(tried) < 20
+
+
+# ---- the subcommands on tiny settings ----------------------------------------------------------------------
+
+TINY_TRAIN = ['train', '--model', 'deit_tiny_distilled_patch16_224', '--teacher', 'regnety_002', '--batch-size', '2',
+              '--steps', '2', '--warmup', '1', '--input-size', '64', '--device', 'cpu']
+ROW_KEYS = {'family', 'student', 'teacher', 'batch_size', 'step_ms', 'step_img_per_s', 'student_fwd_bwd_img_per_s',
+            'teacher_fwd_img_per_s', 'optimizer_step_ms', 'achieved_tflops', 'mfu', 'student_mfu', 'teacher_mfu',
+            'peak_memory_mb', 'hours_300_epochs'}
+
+
+def test_train_benchmark_writes_every_figure(tmp_path, capsys):
+    out = tmp_path / 'train.json'
+    assert bench_main([*TINY_TRAIN, '--no-timm', '--peak-tflops', '1', '--json', str(out)]) == 0
+    r = json.loads(out.read_text())
+    assert r['device'] == 'cpu' and r['amp'] == 'off' and r['timm'] == 'skipped' and r['peak_tflops'] == 1
+    (entry,) = r['results']
+    (row,) = entry['rows']
+    assert set(row) == ROW_KEYS and row['family'] == 'minideit' and row['batch_size'] == 2
+    assert row['step_img_per_s'] == pytest.approx(2000 / row['step_ms'])
+    s, t = entry['student_gmacs'] * 1e9, entry['teacher_gmacs'] * 1e9
+    assert 0 < t < s  # DeiT-Ti at 64 px costs more than RegNetY-200MF at 64 px
+    assert row['mfu'] == pytest.approx(bs.achieved_tflops(row['step_img_per_s'], s, t) / 1.0)
+    assert row['hours_300_epochs'] == pytest.approx(300 * 1_281_167 / row['step_img_per_s'] / 3600)
+    assert row['peak_memory_mb'] > 0 and row['optimizer_step_ms'] > 0
+    printed = capsys.readouterr().out
+    assert 'deit_tiny_distilled_patch16_224' in printed and 'step img/s' in printed
+
+
+def test_train_benchmark_compares_with_timm_when_it_is_importable(tmp_path, monkeypatch):
+    """A stand-in `timm` module (our models under timm's API) exercises the side-by-side path."""
+    made = []
+
+    def create(name, **kwargs):
+        model = minideit.create_model(name, **kwargs)
+        if getattr(model, 'distilled', False):
+            model.set_distilled_training = lambda enable=True: made.append(('distilled_training', enable))
+        made.append(name)
+        return model
+    monkeypatch.setitem(sys.modules, 'timm', types.SimpleNamespace(create_model=create))
+    out = tmp_path / 'train.json'
+    assert bench_main([*TINY_TRAIN, '--json', str(out)]) == 0
+    r = json.loads(out.read_text())
+    assert r['timm'] == 'compared' and ('distilled_training', True) in made
+    assert made.count('regnety_002') == 1 and made.count('deit_tiny_distilled_patch16_224') == 1
+    (entry,) = r['results']
+    assert [row['family'] for row in entry['rows']] == ['minideit', 'timm']
+    ours, theirs = entry['rows']
+    assert entry['ours_over_timm']['step_img_per_s'] == pytest.approx(ours['step_img_per_s'] / theirs['step_img_per_s'])
+
+
+def test_model_benchmark_reports_params_macs_and_paper_figures(tmp_path, capsys):
+    out = tmp_path / 'model.json'
+    assert bench_main(['model', '--model', 'deit_tiny_patch16_224', 'regnety_002', '--input-size', '32',
+                       '--batch-size', '2', '--steps', '1', '--warmup', '0', '--device', 'cpu',
+                       '--json', str(out)]) == 0
+    r = json.loads(out.read_text())
+    deit, regnet = r['results']
+    assert deit['params'] == 5_717_416 - (197 - 5) * 192  # paper count, with the position embedding of 4 patches
+    assert deit['paper_v100_img_per_s'] == 2536 and regnet['paper_v100_img_per_s'] is None
+    assert regnet['params'] == 3_162_996 and deit['input_size'] == regnet['input_size'] == 32
+    assert deit['img_per_s'] > 0 and deit['gmacs'] > 0 and deit['mfu'] is None
+    assert 'paper V100' in capsys.readouterr().out
+
+
+@pytest.mark.parametrize('argv,message', [
+    (['train', '--model', 'deit_tiny_distiled_patch16_224'], 'did you mean'),
+    (['train', '--batch-size', '3', '--device', 'cpu'], 'even'),
+    (['train', '--input-size', '60', '--device', 'cpu', '--model', 'deit_tiny_distilled_patch16_224'], 'patch'),
+    (['model', '--steps', '0', '--device', 'cpu'], '--steps'),
+])
+def test_bad_input_is_one_line_and_exit_2(argv, message, capsys):
+    assert bench_main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.startswith('error: ') and message in err and err.count('\n') == 1
+
+
+# ---- the step itself: fused attention without graph breaks, an inference-mode teacher ---------------------
+
+@pytest.mark.slow  # dynamo traces the whole model (about 6 s)
+def test_student_forward_has_no_graph_break_under_torch_compile():
+    """torch.compile captures the whole training-mode DeiT⚗ forward (stochastic depth on) as one graph."""
+    torch._dynamo.reset()
+    model = minideit.create_model('deit_nano_distilled_patch4_32', num_classes=10, drop_path_rate=0.1).train()
+    assert all(block.attn.fused for block in model.blocks)  # training uses scaled_dot_product_attention
+    explanation = torch._dynamo.explain(model)(torch.randn(2, 3, 32, 32))
+    assert explanation.graph_break_count == 0, explanation.break_reasons
+    assert explanation.graph_count == 1
+    torch._dynamo.reset()
+
+
+def test_prepare_teacher_freezes_and_the_loss_runs_it_in_inference_mode():
+    teacher = prepare_teacher(minideit.create_model('regnety_002', num_classes=10).train(), 'cpu', 'bf16')
+    assert not teacher.training and not any(p.requires_grad for p in teacher.parameters())
+    assert next(teacher.parameters()).dtype == torch.float32  # bf16 weights only on CUDA
+    seen = []
+    teacher.register_forward_hook(lambda m, i, o: seen.append(torch.is_inference_mode_enabled()))
+    student = nn.Linear(3 * 16 * 16, 10)
+    x = torch.randn(4, 3, 16, 16)
+    for kind in ('hard', 'soft'):
+        loss = DistillationLoss(nn.CrossEntropyLoss(), teacher, kind, 0.5, 2.0)
+        out = student(x.flatten(1))
+        loss(x, (out, out), torch.tensor([0, 1, 2, 3])).backward()  # backward never meets an inference tensor
+        assert student.weight.grad is not None
+    assert seen == [True, True]
+
+
+def test_teacher_in_bf16_takes_float_inputs():
+    """What prepare_teacher does on CUDA with --amp bf16, checked on the CPU by hand."""
+    teacher = minideit.create_model('regnety_002', num_classes=10).eval().to(dtype=torch.bfloat16)
+    loss = DistillationLoss(nn.CrossEntropyLoss(), teacher, 'hard', 0.5, 1.0)
+    logits = loss.teacher_logits(torch.randn(2, 3, 32, 32))
+    assert logits.dtype == torch.float32 and logits.shape == (2, 10)
