@@ -9,7 +9,7 @@ this rate times the number of cores bounds the training speed a machine can feed
 
 Each command is one `add_<name>_command(subparsers)` function plus a `run_<name>(args)`; others add theirs the
 same way.
-`train` and `model` (GPU speed: step img/s, MFU, memory, inference throughput) live in benchmark_step.py.
+`train` (step img/s, MFU, memory) lives in benchmark_step.py, `model` (inference throughput) in benchmark_model.py.
 """
 from __future__ import annotations
 
@@ -26,7 +26,8 @@ import numpy as np
 import torch
 from PIL import Image
 
-from minideit.benchmark_step import add_model_command, add_train_command
+from minideit.benchmark_model import add_model_command
+from minideit.benchmark_step import add_train_command
 from minideit.data.transforms import build_transform
 
 IMAGE_EXTENSIONS = ('.jpeg', '.jpg', '.png', '.bmp', '.webp')
@@ -197,7 +198,7 @@ def build_parser() -> argparse.ArgumentParser:
     subparsers = parser.add_subparsers(dest='command', required=True, metavar='COMMAND')
     add_data_command(subparsers)
     add_train_command(subparsers)  # benchmark_step.py: the training step, MFU, timm side by side
-    add_model_command(subparsers)  # benchmark_step.py: inference throughput (paper Table 1)
+    add_model_command(subparsers)  # benchmark_model.py: inference throughput (paper Table 1)
     return parser
 
 

@@ -1,10 +1,11 @@
-"""How fast one DeiT⚗ training step and one inference pass run: ``benchmark train`` and ``benchmark model``.
+"""How fast one DeiT⚗ training step runs: ``python -m minideit.benchmark train``.
 
 ``train`` times the step that ``python -m minideit.train`` runs (engine.train_one_epoch on a batch already on the
 device): Mixup/CutMix, student forward + backward, teacher forward without gradients, hard DistillationLoss
 (paper §4, Eq. 3), fused AdamW, per-step schedule. It also times the parts alone (student forward + backward,
 teacher forward, optimiser step) and, when ``timm`` is importable, the same step with timm's models at the same
-settings, side by side. ``model`` times forward-only inference, as the paper's Table 1 throughput column.
+settings, side by side. (``model``, forward-only inference as in the paper's Table 1, is benchmark_model.py;
+``loader`` is benchmark_loader.py; FLOP/MFU arithmetic and timers are perf.py.)
 
 Model FLOP utilisation (MFU) = achieved FLOP/s / the device's dense bf16 peak. One multiply-accumulate (MAC) is
 2 FLOPs and a backward pass costs about twice a forward, so one image costs 2·3·MACs(student) + 2·MACs(teacher).
@@ -13,7 +14,7 @@ Model FLOP utilisation (MFU) = achieved FLOP/s / the device's dense bf16 peak. O
     python -m minideit.benchmark model --model deit_small_patch16_224 deit_base_patch16_224 --json m.json
 
 On a GPU machine the whole issue-6 measurement is one command (results in bench/; ``pip install timm`` first for the
-side-by-side columns; ``loader`` lives in benchmark_loader.py):
+side-by-side columns):
 
     mkdir -p bench && \\
     python -m minideit.benchmark train --compile --amp bf16 --json bench/train.json && \\
@@ -29,12 +30,8 @@ Goals on one H200 (issue 6): DeiT-S⚗ + RegNetY-16GF step >= 4,450 img/s and >=
 from __future__ import annotations
 
 import argparse
-import gc
 import importlib
-import resource
-import time
 from dataclasses import dataclass
-from typing import Callable
 
 import torch
 import torch.nn as nn
@@ -44,124 +41,13 @@ from .data.mixup import Mixup
 from .engine import autocast, train_one_epoch
 from .flops import count_flops
 from .losses import DistillationLoss, SoftTargetCrossEntropy, prepare_teacher
-from .models import DEIT_CONFIGS, check_model_name, create_model
+from .models import DEIT_CONFIGS, create_model
 from .optim import CosineWarmupSchedule, build_optimizer
+from .perf import (achieved_tflops, add_common_flags, check_common, device_name, flops_per_image, free_memory,
+                   is_oom, largest_batch, mfu, pct, peak_memory_mb, peak_tflops_of, projected_hours, report,
+                   seconds_per_call)
 
-IMAGENET_TRAIN_IMAGES = 1_281_167  # repeated augmentation (x3) keeps the epoch at this many samples
-PAPER_EPOCHS = 300
 STUDENTS = [f"deit_{s}_distilled_patch16_224" for s in ("tiny", "small", "base")]
-INFERENCE_MODELS = [f"deit_{s}{d}_patch16_224" for d in ("", "_distilled") for s in ("tiny", "small", "base")] + [
-    "deit_base_patch16_384", "deit_base_distilled_patch16_384", "regnety_160"]
-# Paper Table 1 (V100, fp32, largest batch); regnety_160's figure is not in PAPER_FACTS.md.
-PAPER_V100_IMG_S = {"deit_tiny_patch16_224": 2536, "deit_small_patch16_224": 940, "deit_base_patch16_224": 292,
-                    "deit_tiny_distilled_patch16_224": 2529, "deit_small_distilled_patch16_224": 936,
-                    "deit_base_distilled_patch16_224": 291, "deit_base_patch16_384": 85.9,
-                    "deit_base_distilled_patch16_384": 85.8}
-# Dense (no sparsity) bf16 tensor-core peaks from the vendor's data sheets, matched against the device name.
-PEAK_BF16_TFLOPS = (("H200", 989.0), ("H100 PCIe", 756.0), ("H100", 989.0), ("A100", 312.0))
-
-
-# ---- arithmetic: FLOPs, MFU, time to train -----------------------------------------------------------------
-
-def flops_per_image(student_macs: float, teacher_macs: float = 0.0, train: bool = True) -> float:
-    """FLOPs one image costs: 2 per MAC; a trained student 3 passes (forward + backward ≈ 2 forwards)."""
-    return 2.0 * ((3.0 if train else 1.0) * student_macs + teacher_macs)
-
-
-def achieved_tflops(img_per_s: float, student_macs: float, teacher_macs: float = 0.0, train: bool = True) -> float:
-    return img_per_s * flops_per_image(student_macs, teacher_macs, train) / 1e12
-
-
-def mfu(img_per_s: float, student_macs: float, teacher_macs: float, peak_tflops: float | None,
-        train: bool = True) -> float | None:
-    """Model FLOP utilisation in [0, 1] (None when the peak is unknown, e.g. on a CPU)."""
-    if not peak_tflops:
-        return None
-    return achieved_tflops(img_per_s, student_macs, teacher_macs, train) / peak_tflops
-
-
-def peak_tflops_of(device: torch.device, override: float | None = None) -> float | None:
-    """--peak-tflops if given, else the dense bf16 peak of a known CUDA device, else None."""
-    if override:
-        return override
-    if device.type != "cuda":
-        return None
-    name = torch.cuda.get_device_name(device)
-    return next((peak for key, peak in PEAK_BF16_TFLOPS if key in name), None)
-
-
-def projected_hours(img_per_s: float, epochs: int = PAPER_EPOCHS, images: int = IMAGENET_TRAIN_IMAGES) -> float:
-    """Hours for `epochs` ImageNet epochs at this rate on this one device (divide by the number of GPUs)."""
-    return epochs * images / img_per_s / 3600
-
-
-# ---- timing and memory -------------------------------------------------------------------------------------
-
-def seconds_per_call(fn: Callable[[], object], steps: int, warmup: int, device: torch.device) -> float:
-    """Mean seconds of fn() over `steps` calls after `warmup` untimed ones. On CUDA, events on the stream time
-    the GPU's work (the host only queues it); elsewhere the wall clock does."""
-    for _ in range(warmup):
-        fn()
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        start.record()
-        for _ in range(steps):
-            fn()
-        end.record()
-        end.synchronize()
-        return start.elapsed_time(end) / 1000 / steps
-    t0 = time.perf_counter()
-    for _ in range(steps):
-        fn()
-    return (time.perf_counter() - t0) / steps
-
-
-def free_memory(device: torch.device) -> None:
-    gc.collect()
-    if device.type == "cuda":
-        torch.cuda.empty_cache()
-        torch.cuda.reset_peak_memory_stats(device)
-    else:
-        try:  # Linux: writing 5 resets the process's peak resident set size (VmHWM)
-            with open("/proc/self/clear_refs", "w") as f:
-                f.write("5")
-        except OSError:
-            pass  # then the peak is the whole process's so far
-
-
-def peak_memory_mb(device: torch.device) -> float:
-    """Peak tensor memory on CUDA (max_memory_allocated); peak resident memory of the process elsewhere."""
-    if device.type == "cuda":
-        return torch.cuda.max_memory_allocated(device) / 2**20
-    try:
-        with open("/proc/self/status") as f:
-            return next(int(line.split()[1]) / 1024 for line in f if line.startswith("VmHWM:"))
-    except (OSError, StopIteration):
-        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-
-
-def is_oom(err: BaseException) -> bool:
-    return isinstance(err, torch.cuda.OutOfMemoryError) or "out of memory" in str(err).lower()
-
-
-def largest_batch(fits: Callable[[int], bool], start: int = 64, limit: int = 4096, multiple: int = 8) -> int:
-    """The largest multiple of `multiple` (<= limit) for which fits(b) is True: double from `start` until it
-    fails, then bisect between the last size that fitted and the first that did not. 0 if none fits."""
-    lo, hi, b = 0, None, start
-    while hi is None and b <= limit:
-        if fits(b):
-            lo, b = b, b * 2
-        else:
-            hi = b
-    if hi is None:
-        return lo
-    while hi - lo > multiple:
-        mid = (lo + hi) // 2 // multiple * multiple
-        if mid <= lo:
-            break
-        lo, hi = (mid, hi) if fits(mid) else (lo, mid)
-    return lo
 
 
 # ---- the models: ours, or timm's at the same settings ------------------------------------------------------
@@ -320,32 +206,6 @@ def measure_train(family: str, student_name: str, teacher_name: str, args, devic
 
 # ---- `benchmark train` -------------------------------------------------------------------------------------
 
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise ValueError(f"--device {name}: no CUDA device is available here; use --device cpu")
-    return torch.device(name)
-
-
-def check_common(args, names: list[str]) -> torch.device:
-    """One-line errors for bad sizes and names, before any model is built; returns the device."""
-    for name in names:
-        check_model_name(name)
-    for flag in ("steps", "input_size"):
-        if getattr(args, flag) is not None and getattr(args, flag) < 1:
-            raise ValueError(f"--{flag.replace('_', '-')} must be >= 1, got {getattr(args, flag)}")
-    if args.batch_size is not None and (args.batch_size < 2 or args.batch_size % 2):
-        raise ValueError(f"--batch-size must be even and >= 2 (Mixup pairs images), got {args.batch_size}")
-    device = resolve_device(args.device)
-    args.steps = args.steps or (20 if device.type == "cuda" else 3)
-    if args.warmup is None:
-        args.warmup = 5 if device.type == "cuda" else 1
-    if args.compile:
-        args.warmup = max(args.warmup, 2)  # the first call compiles, the second may specialise again
-    return device
-
-
 def run_train(args: argparse.Namespace) -> dict:
     students = args.model or STUDENTS
     device = check_common(args, [*students, args.teacher])
@@ -376,14 +236,6 @@ def run_train(args: argparse.Namespace) -> dict:
     }
 
 
-def device_name(device: torch.device) -> str:
-    return torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
-
-
-def pct(x: float | None) -> str:
-    return "n/a" if x is None else f"{100 * x:.1f}%"
-
-
 def print_train_report(r: dict) -> None:
     peak = f"{r['peak_tflops']:.0f} TFLOP/s" if r["peak_tflops"] else "unknown (MFU n/a; pass --peak-tflops)"
     print(f"training step on {r['device']}: amp {r['amp']}, compile {r['compile']}, teacher {r['teacher']}, "
@@ -408,88 +260,6 @@ def print_train_report(r: dict) -> None:
                                         "peak resident memory of the process"))
 
 
-# ---- `benchmark model`: inference throughput (paper Table 1) -----------------------------------------------
-
-def measure_inference(name: str, args, device: torch.device, peak: float | None) -> dict:
-    free_memory(device)
-    size = args.input_size or (DEIT_CONFIGS[name].img_size if name in DEIT_CONFIGS else 224)
-    model = create_model(name, img_size=size) if name in DEIT_CONFIGS else create_model(name)
-    params = sum(p.numel() for p in model.parameters())
-    macs = count_flops(model, size)
-    model = model.to(device).eval()
-    run = torch.compile(model) if args.compile else model
-
-    def forward(b: int) -> Callable[[], object]:
-        images = torch.randn(b, 3, size, size, device=device)
-
-        def call():
-            with torch.inference_mode(), autocast(device, args.amp):
-                return run(images)
-        return call
-
-    def fits(b: int) -> bool:
-        try:
-            forward(b)()
-            return True
-        except RuntimeError as e:
-            if not is_oom(e):
-                raise
-            return False
-        finally:
-            free_memory(device)
-
-    batch = args.batch_size or (largest_batch(fits, start=64, limit=args.max_batch_size) if device.type == "cuda"
-                                else 8)
-    if batch == 0:
-        raise ValueError(f"{name} does not fit in memory even at batch 8")
-    free_memory(device)
-    img_s = batch / seconds_per_call(forward(batch), args.steps, args.warmup, device)
-    row = {"model": name, "params": params, "gmacs": macs / 1e9, "input_size": size, "batch_size": batch,
-           "img_per_s": img_s, "mfu": mfu(img_s, macs, 0, peak, train=False),
-           "paper_v100_img_per_s": PAPER_V100_IMG_S.get(name), "peak_memory_mb": peak_memory_mb(device)}
-    del model, run
-    free_memory(device)
-    return row
-
-
-def run_model(args: argparse.Namespace) -> dict:
-    names = args.model or INFERENCE_MODELS
-    device = check_common(args, names)
-    peak = peak_tflops_of(device, args.peak_tflops)
-    return {"command": "model", "device": device_name(device), "amp": args.amp if device.type == "cuda" else "off",
-            "compile": args.compile, "steps": args.steps, "warmup": args.warmup, "peak_tflops": peak,
-            "torch_threads": torch.get_num_threads(), "torch_version": torch.__version__,
-            "results": [measure_inference(n, args, device, peak) for n in names]}
-
-
-def print_model_report(r: dict) -> None:
-    print(f"inference on {r['device']}: amp {r['amp']}, compile {r['compile']}, {r['steps']} timed batches "
-          f"after {r['warmup']}")
-    print(f"{'model':<34}{'params':>12}{'GMACs':>8}{'size':>6}{'batch':>7}{'img/s':>10}{'MFU':>7}"
-          f"{'paper V100':>11}{'mem MB':>9}")
-    for row in r["results"]:
-        paper = row["paper_v100_img_per_s"]
-        print(f"{row['model']:<34}{row['params']:>12,}{row['gmacs']:>8.2f}{row['input_size']:>6}"
-              f"{row['batch_size']:>7}{row['img_per_s']:>10.1f}{pct(row['mfu']):>7}"
-              f"{'-' if paper is None else f'{paper:g}':>11}{row['peak_memory_mb']:>9.0f}")
-    print("paper V100: Table 1 of the paper (fp32 inference, largest batch), for reference only")
-
-
-# ---- command-line registration (called by benchmark.py) ----------------------------------------------------
-
-def _common_flags(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--amp", choices=["bf16", "fp16", "off"], default="bf16", help="autocast dtype on CUDA")
-    p.add_argument("--compile", action="store_true", help="torch.compile the models")
-    p.add_argument("--batch-size", type=int, default=None,
-                   help="default: the largest that fits on CUDA (searched), 8 on a CPU")
-    p.add_argument("--max-batch-size", type=int, default=2048, help="upper end of the batch-size search")
-    p.add_argument("--steps", type=int, default=None, help="timed steps (default 20 on CUDA, 3 on a CPU)")
-    p.add_argument("--warmup", type=int, default=None, help="untimed steps first (default 5 on CUDA, 1 on a CPU)")
-    p.add_argument("--peak-tflops", type=float, default=None, help="peak FLOP/s for MFU (default: known GPUs)")
-    p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
-    p.add_argument("--json", default=None, help="also write the results to this JSON file")
-
-
 def add_train_command(subparsers) -> None:
     p = subparsers.add_parser("train", help="img/s, MFU and memory of a DeiT⚗ distillation training step")
     p.add_argument("--model", nargs="+", default=None, metavar="NAME", help=f"students (default: {' '.join(STUDENTS)})")
@@ -498,19 +268,5 @@ def add_train_command(subparsers) -> None:
     p.add_argument("--channels-last", action="store_true",
                    help="teacher in channels_last layout (off by default: measure before turning it on)")
     p.add_argument("--no-timm", action="store_true", help="skip the timm comparison even if timm is installed")
-    _common_flags(p)
-    p.set_defaults(func=lambda args: _report(run_train(args), print_train_report))
-
-
-def add_model_command(subparsers) -> None:
-    p = subparsers.add_parser("model", help="inference img/s of models (paper Table 1's throughput column)")
-    p.add_argument("--model", nargs="+", default=None, metavar="NAME",
-                   help="models (default: the 8 official DeiT names and regnety_160)")
-    p.add_argument("--input-size", type=int, default=None, help="default: each model's own resolution")
-    _common_flags(p)
-    p.set_defaults(func=lambda args: _report(run_model(args), print_model_report))
-
-
-def _report(result: dict, printer: Callable[[dict], None]) -> dict:
-    printer(result)
-    return result
+    add_common_flags(p)
+    p.set_defaults(func=lambda args: report(run_train(args), print_train_report))

@@ -162,27 +162,27 @@ def test_train_with_gpu_aug_equals_the_cpu_path_without_erasing_and_runs_with_it
 
 # ---- arithmetic --------------------------------------------------------------------------------------------
 
-from minideit import benchmark_step as bs  # noqa: E402
+from minideit import perf  # noqa: E402
 from minideit.benchmark import main as bench_main  # noqa: E402
 
 
 def test_mfu_counts_three_student_passes_and_one_teacher_pass():
     # DeiT-S⚗ (4.63 GMACs) + RegNetY-16GF (15.96) at 4,450 img/s: 2 * (3 * 4.63 + 15.96) GFLOP per image
-    tflops = bs.achieved_tflops(4450, 4.63e9, 15.96e9)
+    tflops = perf.achieved_tflops(4450, 4.63e9, 15.96e9)
     assert tflops == pytest.approx(4450 * 2 * (3 * 4.63 + 15.96) / 1e3)
-    assert bs.mfu(4450, 4.63e9, 15.96e9, 989.0) == pytest.approx(tflops / 989.0)
-    assert bs.mfu(100, 1e9, 0, None) is None  # unknown peak (a CPU): no MFU
-    assert bs.achieved_tflops(1000, 2e9, train=False) == pytest.approx(4.0)  # inference: one forward, 2 FLOPs/MAC
-    assert bs.projected_hours(1_281_167 * 300 / 3600) == pytest.approx(1.0)
+    assert perf.mfu(4450, 4.63e9, 15.96e9, 989.0) == pytest.approx(tflops / 989.0)
+    assert perf.mfu(100, 1e9, 0, None) is None  # unknown peak (a CPU): no MFU
+    assert perf.achieved_tflops(1000, 2e9, train=False) == pytest.approx(4.0)  # inference: one forward, 2 FLOPs/MAC
+    assert perf.projected_hours(1_281_167 * 300 / 3600) == pytest.approx(1.0)
 
 
 def test_peak_flops_known_devices_and_override():
-    assert bs.peak_tflops_of(torch.device('cpu')) is None
-    assert bs.peak_tflops_of(torch.device('cpu'), 123.0) == 123.0
-    names = dict(bs.PEAK_BF16_TFLOPS)
+    assert perf.peak_tflops_of(torch.device('cpu')) is None
+    assert perf.peak_tflops_of(torch.device('cpu'), 123.0) == 123.0
+    names = dict(perf.PEAK_BF16_TFLOPS)
     assert names['H200'] == names['H100'] == 989.0
     # 'H100 PCIe' must be tried before 'H100'
-    keys = [k for k, _ in bs.PEAK_BF16_TFLOPS]
+    keys = [k for k, _ in perf.PEAK_BF16_TFLOPS]
     assert keys.index('H100 PCIe') < keys.index('H100')
 
 
@@ -193,7 +193,7 @@ def test_largest_batch_finds_the_largest_multiple_of_8_that_fits(capacity):
     def fits(b):
         tried.append(b)
         return b <= capacity
-    got = bs.largest_batch(fits, start=64, limit=4096, multiple=8)
+    got = perf.largest_batch(fits, start=64, limit=4096, multiple=8)
     assert got == min(capacity // 8 * 8, 4096)
     assert len(tried) < 20
 
@@ -218,7 +218,7 @@ def test_train_benchmark_writes_every_figure(tmp_path, capsys):
     assert row['step_img_per_s'] == pytest.approx(2000 / row['step_ms'])
     s, t = entry['student_gmacs'] * 1e9, entry['teacher_gmacs'] * 1e9
     assert 0 < t < s  # DeiT-Ti at 64 px costs more than RegNetY-200MF at 64 px
-    assert row['mfu'] == pytest.approx(bs.achieved_tflops(row['step_img_per_s'], s, t) / 1.0)
+    assert row['mfu'] == pytest.approx(perf.achieved_tflops(row['step_img_per_s'], s, t) / 1.0)
     assert row['hours_300_epochs'] == pytest.approx(300 * 1_281_167 / row['step_img_per_s'] / 3600)
     assert row['peak_memory_mb'] > 0 and row['optimizer_step_ms'] > 0
     printed = capsys.readouterr().out
