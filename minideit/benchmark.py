@@ -9,7 +9,8 @@ this rate times the number of cores bounds the training speed a machine can feed
 
 Each command is one `add_<name>_command(subparsers)` function plus a `run_<name>(args)`; others add theirs the
 same way.
-`train` (step img/s, MFU, memory) lives in benchmark_step.py, `model` (inference throughput) in benchmark_model.py.
+`train` (step img/s, MFU, memory) lives in benchmark_step.py, `model` (inference throughput) in
+benchmark_model.py, `loader` (the DataLoader with N workers) in benchmark_loader.py.
 """
 from __future__ import annotations
 
@@ -26,6 +27,7 @@ import numpy as np
 import torch
 from PIL import Image
 
+from minideit.benchmark_loader import add_loader_command
 from minideit.benchmark_model import add_model_command
 from minideit.benchmark_step import add_train_command
 from minideit.data.transforms import build_transform
@@ -199,6 +201,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_data_command(subparsers)
     add_train_command(subparsers)  # benchmark_step.py: the training step, MFU, timm side by side
     add_model_command(subparsers)  # benchmark_model.py: inference throughput (paper Table 1)
+    add_loader_command(subparsers)  # benchmark_loader.py: img/s of the DataLoader with N workers
     return parser
 
 

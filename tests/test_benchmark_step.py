@@ -309,3 +309,17 @@ def test_teacher_in_bf16_takes_float_inputs():
     loss = DistillationLoss(nn.CrossEntropyLoss(), teacher, 'hard', 0.5, 1.0)
     logits = loss.teacher_logits(torch.randn(2, 3, 32, 32))
     assert logits.dtype == torch.float32 and logits.shape == (2, 10)
+
+
+@pytest.mark.parametrize('workers,gpu_aug', [(0, False), (1, True)])
+def test_loader_benchmark_times_the_training_loader(tmp_path, capsys, workers, gpu_aug):
+    out = tmp_path / 'loader.json'
+    argv = ['loader', '--workers', str(workers), '--batch-size', '2', '--num-images', '2', '--batches', '4',
+            '--input-size', '64', '--json', str(out)] + (['--gpu-aug'] if gpu_aug else [])
+    assert bench_main(argv) == 0
+    r = json.loads(out.read_text())
+    assert r['workers'] == workers and r['gpu_aug'] == gpu_aug and r['source'] == 'generated JPEGs'
+    skipped = max(1, workers)  # batches before timing starts
+    assert r['timed_images'] == (4 - skipped - 1) * 2 and r['img_per_s'] > 0
+    assert ('uint8' in capsys.readouterr().out) == gpu_aug
+    assert bench_main(['loader', '--workers', '4', '--batches', '3']) == 2  # too few batches to time 4 workers
