@@ -94,8 +94,8 @@ def run_loader(args: argparse.Namespace) -> dict:
 
 def print_loader_report(r: dict) -> None:
     what = 'uint8 out (--gpu-aug: normalise + erasing left to the device)' if r['gpu_aug'] else 'full DeiT transform'
-    print(f"DataLoader, {r['workers']} workers on {r['cpu_count']} CPUs, batch {r['batch_size']}, {r['input_size']} px, "
-          f"{what}; {r['num_images']} images from {r['source']}")
+    print(f"DataLoader, {r['workers']} workers on {r['cpu_count']} CPUs, batch {r['batch_size']}, "
+          f"{r['input_size']} px, {what}; {r['num_images']} images from {r['source']}")
     print(f"  {r['img_per_s']:.1f} img/s ({r['img_per_s_per_worker']:.1f} per worker) over {r['timed_images']} images")
     print("  a training step faster than this would wait for data: compare with `benchmark train`'s step img/s")
 

@@ -83,7 +83,8 @@ def run_model(args: argparse.Namespace) -> dict:
 
 
 def print_model_report(r: dict) -> None:
-    print(f"inference on {r['device']}: amp {r['amp']}, compile {r['compile']}, {r['steps']} timed batches "
+    compiled = "on" if r["compile"] else "off"
+    print(f"inference on {r['device']}: amp {r['amp']}, compile {compiled}, {r['steps']} timed batches "
           f"after {r['warmup']}")
     print(f"{'model':<34}{'params':>12}{'GMACs':>8}{'size':>6}{'batch':>7}{'img/s':>10}{'MFU':>7}"
           f"{'paper V100':>11}{'mem MB':>9}")

@@ -13,16 +13,18 @@ Model FLOP utilisation (MFU) = achieved FLOP/s / the device's dense bf16 peak. O
     python -m minideit.benchmark train --model deit_tiny_distilled_patch16_224 --teacher regnety_002 --json t.json
     python -m minideit.benchmark model --model deit_small_patch16_224 deit_base_patch16_224 --json m.json
 
-On a GPU machine the whole issue-6 measurement is one command (results in bench/; ``pip install timm`` first for the
-side-by-side columns):
+On a GPU machine, issue 6's measurements, most important first (not yet run on a GPU: expect minutes per
+command, compilation included; the timm columns appear where timm is installed; results in bench/):
 
-    mkdir -p bench && \\
-    python -m minideit.benchmark train --compile --amp bf16 --json bench/train.json && \\
-    python -m minideit.benchmark train --compile --amp bf16 --channels-last \\
-        --model deit_small_distilled_patch16_224 --json bench/train_channels_last.json && \\
-    python -m minideit.benchmark model --amp bf16 --json bench/model.json && \\
-    python -m minideit.benchmark loader --workers 16 --batch-size 256 --json bench/loader.json && \\
+    mkdir -p bench
+    python -m minideit.benchmark train --compile --model deit_small_distilled_patch16_224 --json bench/train_s.json
+    python -m minideit.benchmark train --compile --model deit_base_distilled_patch16_224 \
+        deit_tiny_distilled_patch16_224 --json bench/train_b_ti.json
+    python -m minideit.benchmark loader --workers 16 --batch-size 256 --json bench/loader.json
     python -m minideit.benchmark loader --workers 16 --batch-size 256 --gpu-aug --json bench/loader_uint8.json
+    python -m minideit.benchmark train --compile --channels-last --no-timm \
+        --model deit_small_distilled_patch16_224 --json bench/train_s_channels_last.json
+    python -m minideit.benchmark model --json bench/model.json
 
 Goals on one H200 (issue 6): DeiT-S⚗ + RegNetY-16GF step >= 4,450 img/s and >= 1.10x timm; MFU >= 40% (B),
 >= 30% (S); the loader at least as fast as the step.

@@ -167,7 +167,8 @@ def add_common_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--compile", action="store_true", help="torch.compile the models")
     p.add_argument("--batch-size", type=int, default=None,
                    help="default: the largest that fits on CUDA (searched), 8 on a CPU")
-    p.add_argument("--max-batch-size", type=int, default=2048, help="upper end of the batch-size search")
+    p.add_argument("--max-batch-size", type=int, default=1024,
+                   help="upper end of the batch-size search (default 1024, which keeps the search short)")
     p.add_argument("--steps", type=int, default=None, help="timed steps (default 20 on CUDA, 3 on a CPU)")
     p.add_argument("--warmup", type=int, default=None, help="untimed steps first (default 5 on CUDA, 1 on a CPU)")
     p.add_argument("--peak-tflops", type=float, default=None, help="peak FLOP/s for MFU (default: known GPUs)")
