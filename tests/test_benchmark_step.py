@@ -323,3 +323,22 @@ def test_loader_benchmark_times_the_training_loader(tmp_path, capsys, workers, g
     assert r['timed_images'] == (4 - skipped - 1) * 2 and r['img_per_s'] > 0
     assert ('uint8' in capsys.readouterr().out) == gpu_aug
     assert bench_main(['loader', '--workers', '4', '--batches', '3']) == 2  # too few batches to time 4 workers
+
+
+def test_folding_batchnorm_keeps_the_teachers_function():
+    from minideit.losses import fold_batchnorm
+    torch.manual_seed(0)
+    teacher = minideit.create_model('regnety_002', num_classes=10).eval()
+    for m in teacher.modules():  # statistics far from the identity, so a wrong fold would show
+        if isinstance(m, nn.BatchNorm2d):
+            m.running_mean.normal_()
+            m.running_var.uniform_(0.5, 2.0)
+            m.weight.data.uniform_(0.5, 1.5)
+            m.bias.data.normal_()
+    x = torch.randn(3, 3, 32, 32)
+    expected = teacher(x)
+    prepared = prepare_teacher(teacher, 'cpu')
+    assert not any(isinstance(m, nn.BatchNorm2d) for m in prepared.modules())
+    assert torch.allclose(prepared(x), expected, rtol=1e-4, atol=1e-4 * expected.abs().max().item())
+    plain = prepare_teacher(minideit.create_model('regnety_002', num_classes=10), 'cpu', fold_bn=False)
+    assert any(isinstance(m, nn.BatchNorm2d) for m in plain.modules())
