@@ -55,7 +55,7 @@ STUDENTS = [f"deit_{s}_distilled_patch16_224" for s in ("tiny", "small", "base")
 # ---- the models: ours, or timm's at the same settings ------------------------------------------------------
 
 def build_pair(family: str, student: str, teacher: str, input_size: int) -> tuple[nn.Module, nn.Module]:
-    """(student in train mode with stochastic depth 0.1 as in Table 9, teacher) for 'minideit' or 'timm'."""
+    """(student with stochastic depth 0.1 as in Table 9, teacher) for 'minideit' or 'timm', both 1000 classes."""
     size = {"img_size": input_size} if student in DEIT_CONFIGS else {}
     if family == "minideit":
         return create_model(student, drop_path_rate=0.1, **size), create_model(teacher)
