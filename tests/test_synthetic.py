@@ -1,0 +1,120 @@
+"""The synthetic glyph dataset: deterministic, balanced, noisy train labels only, glyphs drawn where they should be."""
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from minideit.data import synthetic as S
+from minideit.data.synthetic import SyntheticShapes
+
+
+def test_same_arguments_same_images_and_splits_differ():
+    a = SyntheticShapes("train", num_samples=200, seed=3)
+    S.generate.cache_clear()  # regenerate from scratch, not from the cache
+    b = SyntheticShapes("train", num_samples=200, seed=3)
+    assert np.array_equal(a.data, b.data) and np.array_equal(a.targets, b.targets)
+    other_seed = SyntheticShapes("train", num_samples=200, seed=4)
+    val = SyntheticShapes("val", num_samples=200, seed=3)
+    assert not np.array_equal(a.data, other_seed.data)
+    assert not np.array_equal(a.data, val.data)
+
+
+def test_shapes_types_and_balanced_classes():
+    ds = SyntheticShapes("val", num_samples=300, img_size=48)
+    assert ds.data.shape == (300, 48, 48, 3) and ds.data.dtype == np.uint8
+    assert len(ds) == 300 and ds.num_classes == 10 and len(ds.classes) == 10
+    assert np.bincount(ds.clean_targets, minlength=10).tolist() == [30] * 10
+    image, label = ds[0]
+    assert isinstance(image, Image.Image) and image.size == (48, 48) and label == ds.targets[0]
+    with_tf = SyntheticShapes("val", num_samples=300, img_size=48, transform=lambda im: np.asarray(im).sum())
+    assert with_tf[5][0] == int(ds.data[5].astype(np.int64).sum())
+    assert ds.data.flags.writeable is False  # the cached arrays cannot be changed by accident
+
+
+def test_label_noise_on_train_only():
+    train = SyntheticShapes("train", num_samples=4000)
+    val = SyntheticShapes("val", num_samples=1000)
+    assert np.array_equal(val.targets, val.clean_targets)
+    wrong = (train.targets != train.clean_targets).mean()
+    expected = S.SETTINGS["label_noise"] * 0.9  # a random relabel hits the right class 1 time in 10
+    assert abs(wrong - expected) < 0.025, wrong
+
+
+def test_glyphs_are_symmetric_and_distinct():
+    names, bank = S.glyph_bank(16)  # 10 named glyphs and 6 generated ones
+    assert len(names) == 16 and len(set(names)) == 16 and bank.shape == (16, 5, 5)
+    assert np.array_equal(bank, bank[:, :, ::-1]), "a horizontal flip must not change any class"
+    differences = (bank[:, None] != bank[None]).sum((2, 3)) + 25 * np.eye(16, dtype=int)
+    assert differences.min() >= 4
+
+
+def test_paint_clips_at_the_borders():
+    img = np.zeros((2, 6, 6, 3), np.float32)
+    mask = np.ones((2, 3, 3), bool)
+    S.paint(img, mask, np.array([-1, 4]), np.array([-1, 4]), np.array([[1, 0, 0], [0, 1, 0]], np.float32))
+    assert img[0, :2, :2, 0].all() and img[0, :, :, 0].sum() == 4  # the 2×2 corner that is inside
+    assert img[1, 4:, 4:, 1].all() and img[1, :, :, 1].sum() == 4
+
+
+def test_the_drawn_glyph_is_the_class_stencil(monkeypatch):
+    """With no clutter and no noise, the pixels that differ from the smooth background, sampled at each stencil
+    cell's centre, spell the class's stencil."""
+    monkeypatch.setitem(S.SETTINGS, "blobs", (0, 0))
+    monkeypatch.setitem(S.SETTINGS, "noise", 0.0)
+    monkeypatch.setitem(S.SETTINGS, "scale", (4.0, 4.0))  # exactly 4 pixels per cell: a 20-pixel glyph
+    rng = np.random.default_rng(0)
+    n, size = 20, 32
+    _, bank = S.glyph_bank(10)
+    labels = np.arange(n) % 10
+    img = np.full((n, size, size, 3), 0.2, np.float32)
+    S.add_glyphs(rng, img, labels, bank)
+    painted = np.abs(img - 0.2).sum(-1) > 1e-6  # (n, 32, 32)
+    for i in range(n):
+        ys, xs = np.nonzero(painted[i])
+        top, left = ys.min(), xs.min()
+        stencil = bank[labels[i]]
+        # the stencil's first painted row/column may not be row/column 0
+        top -= 4 * np.nonzero(stencil.any(1))[0][0]
+        left -= 4 * np.nonzero(stencil.any(0))[0][0]
+        centres = top + 4 * np.arange(5) + 2, left + 4 * np.arange(5) + 2
+        assert np.array_equal(painted[i][np.ix_(*centres)], stencil), f"image {i} (class {labels[i]})"
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    (dict(split="test"), "split must be 'train' or 'val'"),
+    (dict(img_size=8), "img_size must be at least 16"),
+    (dict(num_classes=1), "num_classes must be at least 2"),
+    (dict(num_samples=0), "num_samples must be positive"),
+])
+def test_bad_arguments_say_what_is_wrong(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        SyntheticShapes(**kwargs)
+
+
+def test_a_small_convnet_learns_it():
+    """The classes are learnable by a convnet from few images in seconds: the premise the demo relies on."""
+    torch.manual_seed(0)
+    train = SyntheticShapes("train", num_samples=1000, seed=1)
+    val = SyntheticShapes("val", num_samples=300, seed=1)
+
+    def tensors(ds):
+        x = torch.from_numpy(np.array(ds.data)).permute(0, 3, 1, 2).float() / 255 - 0.5
+        return x, torch.from_numpy(np.array(ds.targets)).long()
+
+    (x, y), (xv, yv) = tensors(train), tensors(val)
+    net = torch.nn.Sequential(
+        torch.nn.Conv2d(3, 32, 3, padding=1), torch.nn.BatchNorm2d(32), torch.nn.ReLU(), torch.nn.MaxPool2d(2),
+        torch.nn.Conv2d(32, 64, 3, padding=1), torch.nn.BatchNorm2d(64), torch.nn.ReLU(), torch.nn.MaxPool2d(2),
+        torch.nn.Conv2d(64, 64, 3, padding=1), torch.nn.BatchNorm2d(64), torch.nn.ReLU(),
+        torch.nn.AdaptiveMaxPool2d(1), torch.nn.Flatten(), torch.nn.Linear(64, 10))
+    opt = torch.optim.AdamW(net.parameters(), 3e-3)
+    for _ in range(4):
+        for idx in torch.randperm(len(x)).split(50):
+            loss = torch.nn.functional.cross_entropy(net(x[idx]), y[idx])
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+    net.eval()
+    with torch.no_grad():
+        accuracy = (net(xv).argmax(1) == yv).float().mean().item()
+    assert accuracy > 0.5, f"val accuracy {accuracy:.2f}; chance is 0.10"
