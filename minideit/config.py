@@ -94,8 +94,8 @@ class TrainConfig:
 
 PRESETS: dict[str, dict] = {
     "demo": dict(
-        model="deit_nano_distilled_patch4_32", data_set="synthetic", input_size=32, batch_size=128,
-        epochs=30, lr=1e-3, unscale_lr=True, warmup_epochs=3, min_lr=1e-5, drop_path=0.0, aa="", reprob=0.0,
+        model="deit_nano_distilled_patch4_32", data_set="synthetic", input_size=32, batch_size=64,
+        epochs=10, lr=1e-3, unscale_lr=True, warmup_epochs=1, min_lr=1e-5, drop_path=0.0, aa="", reprob=0.0,
         mixup=0.0, cutmix=0.0, smoothing=0.0, repeated_aug=False, num_workers=0, weight_decay=0.05,
         distillation_type="hard", teacher_model="regnety_002", output_dir="runs/demo", log_every=10,
     ),

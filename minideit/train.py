@@ -444,7 +444,7 @@ def print_table(rows: dict[str, dict]) -> None:
 # ----------------------------------------------------------------------------------------------------------------
 # 5. The demo: teacher, then student, then the table (paper §4–5 in miniature)
 # ----------------------------------------------------------------------------------------------------------------
-DEMO_TEACHER = dict(epochs=12, lr=2e-3, warmup_epochs=1, weight_decay=0.05)
+DEMO_TEACHER = dict(epochs=12, lr=2e-3, batch_size=64, warmup_epochs=1, weight_decay=0.05)
 
 
 def run_demo(cfg: TrainConfig) -> dict:
@@ -456,7 +456,7 @@ def run_demo(cfg: TrainConfig) -> dict:
     previous = out / "teacher" / "checkpoint.pth"
     if previous.is_file():
         args = (load_training_checkpoint(previous).get("args") or {})
-        same = all(args.get(k) == getattr(teacher_cfg, k) for k in ("model", "epochs", "seed", "num_samples",
+        same = all(args.get(k) == getattr(teacher_cfg, k) for k in ("model", "epochs", "seed", "num_samples", "batch_size", "data_set",
                                                                       "input_size", "lr"))
         print("demo: reusing the teacher in " + str(out / "teacher") if same else
               "demo: the cached teacher was trained with other settings; training a new one")
