@@ -1,0 +1,157 @@
+"""python -m minideit.reproduce: every experiment end to end in smoke mode, the cache, the tables, bad input."""
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from minideit import reproduce
+from minideit.experiments.common import claim, is_close, merge
+
+ROOT = Path(__file__).resolve().parents[1]
+
+EXPECTED_ROWS = {
+    "distillation": {"teacher (regnety_002)", "no distillation", "soft, class token", "hard, class token only",
+                     "DeiT⚗ hard: class head", "DeiT⚗ hard: distillation head", "DeiT⚗ hard: joint"},
+    "teachers": {"no teacher", "convnet regnety_002, ¼ length", "convnet regnety_002, ½ length",
+                 "convnet regnety_002, full length", "transformer deit_nano, longer"},
+    "agreement": {"ground truth", "teacher", "no distillation", "DeiT⚗ class", "DeiT⚗ distillation", "DeiT⚗ joint"},
+    "epochs": {"¼ length", "½ length", "full length", "2× length"},
+    "ablation": {"base: Table 9 recipe", "− Mixup and CutMix", "− RandAugment", "− random erasing",
+                 "− stochastic depth", "− repeated augmentation", "SGD instead of AdamW", "+ EMA of the weights",
+                 "demo recipe (none of Table 9's regularisers)"},
+    "resolution": {"train 32, test 32", "fine-tune at 32 (control)", "test at 48, no fine-tuning", "fine-tune at 48",
+                   "test at 64, no fine-tuning", "fine-tune at 64"},
+    "transfer": {"from scratch", "fine-tuned from DeiT-nano", "fine-tuned from DeiT-nano⚗ (class head)"},
+}
+
+
+@pytest.fixture(scope="module")
+def suite(tmp_path_factory):
+    """`all` once, in smoke mode, with one seed: every experiment's files, and the cache they shared."""
+    tmp = tmp_path_factory.mktemp("reproduce")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("MINIDEIT_SMOKE", "1")
+        code = reproduce.main(["all", "--seeds", "0", "--out", str(tmp / "out"), "--cache", str(tmp / "cache")])
+    assert code == 0
+    return tmp
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", reproduce.EXPERIMENTS)
+def test_every_experiment_writes_json_markdown_and_png(suite, name):
+    out = suite / "out"
+    payload = json.loads((out / f"{name}.json").read_text())
+    assert payload["experiment"] == name and payload["seeds"] == [0] and payload["smoke"] is True
+    first = next(iter(payload["tables"].values()))
+    assert set(first) == EXPECTED_ROWS[name]
+    for row in first.values():
+        for cell in row.values():
+            assert len(cell["values"]) >= 1 and cell["mean"] == pytest.approx(sum(cell["values"]) / len(cell["values"]),
+                                                                            abs=1e-3)
+    assert payload["claims"] and all(c["holds"] in (True, False) and c["evidence"] for c in payload["claims"])
+    md = (out / f"{name}.md").read_text()
+    assert md.startswith("# ") and "| " in md and "Does the paper's ordering show up?" in md
+    for row in EXPECTED_ROWS[name]:
+        assert f"| {row} |" in md
+    png = (out / f"{name}.png").read_bytes()
+    assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 5000
+    assert (out / "README.md").is_file()
+
+
+@pytest.mark.slow
+def test_teacher_and_shared_students_are_trained_once(suite):
+    runs = suite / "cache" / "synthetic" / "seed0"
+    names = [p.name.rsplit("-", 1)[0] for p in runs.iterdir()]
+    # Used by distillation, teachers, agreement and epochs; one epoch in smoke mode, so all lengths coincide.
+    assert names.count("teacher-regnety_002-e1") == 1
+    assert names.count("deit-none") == 2  # the shared student (1 epoch) and the 2× length of `epochs`
+    assert all((p / "result.json").is_file() for p in runs.iterdir())
+    assert not list(runs.glob("*/checkpoint.pth"))  # slimmed down to weights.pth
+
+
+@pytest.mark.slow
+def test_agreement_matrix_is_symmetric_with_zero_diagonal(suite):
+    table = json.loads((suite / "out" / "agreement.json").read_text())["tables"]["disagreement"]
+    for a in table:
+        assert table[a][a]["mean"] == 0
+        for b in table:
+            assert table[a][b]["mean"] == pytest.approx(table[b][a]["mean"])
+            assert 0 <= table[a][b]["mean"] <= 1
+    cosine = json.loads((suite / "out" / "agreement.json").read_text())["tables"]["token cosine"]
+    assert len(cosine) == 7  # the input and after each of DeiT-nano's 6 blocks
+
+
+def test_cached_run_is_not_trained_again(tmp_path, monkeypatch):
+    monkeypatch.setenv("MINIDEIT_SMOKE", "1")
+    lab = reproduce.Lab(tmp_path, "synthetic", "", 0, reproduce.scale_for(60, 1), log=lambda *_: None)
+    first = lab.train("a", model="deit_nano_patch4_32", epochs=1)
+    monkeypatch.setattr(reproduce, "run", lambda cfg: pytest.fail("a cached run was trained again"))
+    again = lab.train("b", model="deit_nano_patch4_32", epochs=1)  # another name, same configuration
+    assert again.stats == first.stats and again.weights == first.weights
+    assert reproduce.config_hash(lab.config(epochs=2)) != reproduce.config_hash(lab.config(epochs=1))
+
+
+def test_budget_shrinks_but_never_grows_the_runs(monkeypatch):
+    monkeypatch.delenv("MINIDEIT_SMOKE", raising=False)
+    full = reproduce.Scale()
+    assert reproduce.scale_for(600, 3) == full
+    half = reproduce.scale_for(30, 3)
+    assert half.epochs == full.epochs // 2 and half.teacher_epochs == full.teacher_epochs // 2
+    assert reproduce.scale_for(30, 6) == reproduce.scale_for(15, 3)  # twice the seeds, half the time per seed
+    assert reproduce.scale_for(0.01, 3).epochs >= 2
+
+
+def test_merge_and_claims():
+    t = merge([{"a": {"x": 1.0}, "b": {"x": 5.0}}, {"a": {"x": 3.0}, "b": {"x": 5.0}}])
+    assert t == {"a": {"x": [1.0, 3.0]}, "b": {"x": [5.0, 5.0]}}
+    assert not is_close(t, "x", "a", "b")  # 3 apart, spread 1.41
+    assert is_close(merge([{"a": {"x": 1.0}, "b": {"x": 2.0}}, {"a": {"x": 4.0}, "b": {"x": 2.0}}]), "x", "a", "b")
+    c = claim("a > b", False, "a 2, b 5.", "because", close=True)
+    assert c["holds"] is False and c["why"] == "because" and "within one seed" in c["evidence"]
+    assert claim("a > b", True, "", "because")["why"] == ""
+
+
+def test_markdown_table_shows_mean_and_std():
+    table = {"row": {"acc": reproduce.summarise([70.0, 72.0]), "paper (%)": reproduce.summarise([74.5])}}
+    md = reproduce.markdown_table(table, {}, 1)
+    assert "| row | 71.0 ± 1.4 | 74.5 |" in md
+
+
+def test_new_glyph_data_reads_as_cifar10(tmp_path):
+    from minideit.data.datasets import CIFAR
+    from minideit.experiments.recipe import new_glyph_data
+    folder = new_glyph_data(tmp_path, seed=0, n_train=40, n_val=20)
+    train, val = CIFAR(folder, train=True), CIFAR(folder, train=False)
+    assert len(train) == 40 and len(val) == 20 and train.num_classes == 10
+    assert sorted(set(train.targets)) == list(range(10))
+    assert train[0][0].size == (32, 32)
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["tables"], "unknown experiment 'tables'"),
+    (["distillation", "--seeds", "0", "x"], "--seeds takes non-negative integers"),
+    (["distillation", "--seeds", "1", "1"], "distinct"),
+    (["distillation", "--seeds", "-3"], "non-negative"),
+    (["distillation", "--data-set", "cifar10", "--data-path", "/nonexistent/cifar"], "does not exist"),
+    (["distillation", "--data-set", "mnist"], "--data-set must be"),
+    (["all", "--budget-minutes", "0"], "--budget-minutes must be a positive"),
+    (["distillation", "--budget-minutes", "soon"], "invalid float value"),
+])
+def test_bad_input_is_one_line_and_exit_2(argv, message, capsys, tmp_path):
+    code = reproduce.main(argv + ["--out", str(tmp_path / "out"), "--cache", str(tmp_path / "cache")]) \
+        if "soon" not in argv else None
+    if code is None:  # argparse's own errors exit from inside parse_args
+        with pytest.raises(SystemExit) as e:
+            reproduce.main(argv)
+        code = e.value.code
+    err = capsys.readouterr().err
+    assert code == 2 and message in err and err.count("\n") == 1 and err.startswith("error: ")
+    assert not (tmp_path / "out").exists()
+
+
+def test_command_line_error_has_no_traceback():
+    r = subprocess.run([sys.executable, "-m", "minideit.reproduce", "distilation"], cwd=ROOT, capture_output=True,
+                       text=True, timeout=120)
+    assert r.returncode == 2 and r.stderr.startswith("error: unknown experiment") and "Traceback" not in r.stderr
