@@ -18,10 +18,11 @@ at a glance.
   it memorises the noise, so its predictions are cleaner than the labels. Hard distillation (paper §4) hands the
   student those cleaner labels: one concrete reason a teacher's labels can beat the ground truth's, the same
   argument as the paper's about crops in which the labelled object is missing. Measured with the demo's settings
-  (``python -m minideit.train``, 10 student epochs): teacher 79.9%, hard-distilled DeiT-nano 44.0%, the same
-  DeiT-nano without a teacher 8.1% (it does not get off the ground on these labels in 10 epochs). With 10% label
-  noise instead, the teacher reaches 86.3% but the undistilled student (47.7%) edges out the distilled one (43.4%):
-  the teacher's labels are then no cleaner than the ground truth's.
+  (``python -m minideit.train``, 10 student epochs): teacher 79.9%, hard-distilled DeiT-nano 44.0%. The same
+  DeiT-nano without a teacher is erratic on these labels: 8.1% in 10 epochs (it never left chance), but 40.2% in 8
+  and 38.2% in 12, so one run says little about distillation's gain; ``python -m minideit.reproduce`` averages
+  seeds. With 10% label noise instead, the teacher reaches 86.3% but the undistilled student (47.7%) edges out the
+  distilled one (43.4%): the teacher's labels are then no cleaner than the ground truth's.
 
 Every glyph is left-right symmetric, so a horizontal flip (part of the training recipe) never changes a class.
 Everything is drawn from ``numpy.random.default_rng`` seeded by (seed, split): the same arguments always give
