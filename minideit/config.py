@@ -68,7 +68,7 @@ class TrainConfig:
     warmup_lr: float = 1e-6
     min_lr: float = 1e-5
     clip_grad: float = 0.0
-    model_ema: bool = False
+    model_ema: bool = True  # official main.py default (Table 9 lists no EMA: --no-model-ema for the paper's)
     model_ema_decay: float = 0.99996
     # distillation (paper §4)
     distillation_type: str = "none"
@@ -97,7 +97,7 @@ PRESETS: dict[str, dict] = {
         model="deit_nano_distilled_patch4_32", data_set="synthetic", input_size=32, batch_size=64,
         epochs=10, lr=1e-3, unscale_lr=True, warmup_epochs=1, min_lr=1e-5, drop_path=0.0, aa="", reprob=0.0,
         mixup=0.0, cutmix=0.0, smoothing=0.0, repeated_aug=False, num_workers=0, weight_decay=0.05,
-        distillation_type="hard", teacher_model="regnety_002", output_dir="runs/demo", log_every=10,
+        model_ema=False, distillation_type="hard", teacher_model="regnety_002", output_dir="runs/demo", log_every=10,
     ),
     "cifar": dict(
         model="deit_tiny_patch4_32", data_set="cifar10", input_size=32, batch_size=128, epochs=200,
