@@ -5,6 +5,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 from minideit import reproduce
 from minideit.experiments.common import claim, is_close, merge
@@ -155,3 +156,19 @@ def test_command_line_error_has_no_traceback():
     r = subprocess.run([sys.executable, "-m", "minideit.reproduce", "distilation"], cwd=ROOT, capture_output=True,
                        text=True, timeout=120)
     assert r.returncode == 2 and r.stderr.startswith("error: unknown experiment") and "Traceback" not in r.stderr
+
+
+def test_transfer_starts_from_fresh_heads(tmp_path):
+    """Fine-tuning to ten new classes must not start from the source task's classifier."""
+    from minideit import create_model
+    from minideit.experiments.recipe import with_fresh_heads
+    torch.manual_seed(5)
+    source = create_model("deit_nano_distilled_patch4_32", num_classes=10).state_dict()
+    for k in ("head.weight", "head_dist.weight"):
+        source[k] = torch.full_like(source[k], 3.0)  # a recognisable "trained" head
+    path = tmp_path / "weights.pth"
+    torch.save({"model": source}, path)
+    fresh = torch.load(with_fresh_heads(path, "deit_nano_distilled_patch4_32"))["model"]
+    assert not torch.equal(fresh["head.weight"], source["head.weight"])
+    assert not torch.equal(fresh["head_dist.weight"], source["head_dist.weight"])
+    assert all(torch.equal(fresh[k], v) for k, v in source.items() if not k.startswith(("head.", "head_dist.")))

@@ -175,6 +175,23 @@ def new_glyph_data(root: Path, seed: int, n_train: int, n_val: int) -> Path:
     return folder
 
 
+def with_fresh_heads(weights: Path, model: str) -> Path:
+    """A copy of `weights` whose classifier heads are freshly initialised (seeded), written next to it.
+
+    Fine-tuning to another task with the same number of classes would otherwise start from the source task's
+    heads, whose classes mean something else; `--finetune` only replaces heads whose class count differs."""
+    import torch
+    from ..models import create_model
+    out = weights.with_name(weights.stem + "-fresh-heads.pth")
+    if not out.is_file():
+        state = torch.load(weights, map_location="cpu")["model"]
+        torch.manual_seed(0)
+        fresh = create_model(model, num_classes=10).state_dict()
+        state.update({k: v for k, v in fresh.items() if k.startswith(("head.", "head_dist."))})
+        torch.save({"model": state}, out)
+    return out
+
+
 def transfer(labs: list[Lab]) -> dict:
     """Table 7 in miniature: fine-tune the students trained on the synthetic data to another dataset (ten new
     glyph classes; or CIFAR when ``--data-set cifar10/100`` is given), against training on it from scratch."""
@@ -189,8 +206,9 @@ def transfer(labs: list[Lab]) -> dict:
             target = lab
         none, token = source.undistilled(), source.hard_distilled()
         scratch = target.student("target-scratch", NANO)
-        from_none = target.student("target-from-deit", NANO, finetune=str(none.weights))
-        from_token = target.student("target-from-deit-distilled", NANO_DIST, finetune=str(token.weights))
+        from_none = target.student("target-from-deit", NANO, finetune=str(with_fresh_heads(none.weights, NANO)))
+        from_token = target.student("target-from-deit-distilled", NANO_DIST,
+                                    finetune=str(with_fresh_heads(token.weights, NANO_DIST)))
         per_seed.append({"from scratch": {"top-1 (%)": scratch.stats["test_acc1"]},
                          "fine-tuned from DeiT-nano": {"top-1 (%)": from_none.stats["test_acc1"]},
                          "fine-tuned from DeiT-nano⚗ (class head)": {"top-1 (%)": from_token.stats["test_cls_acc1"]}})
