@@ -445,6 +445,22 @@ def print_table(rows: dict[str, dict]) -> None:
 # 5. The demo: teacher, then student, then the table (paper §4–5 in miniature)
 # ----------------------------------------------------------------------------------------------------------------
 DEMO_TEACHER = dict(epochs=12, lr=2e-3, batch_size=64, warmup_epochs=1, weight_decay=0.05)
+# The settings that decide whether a cached run is the run asked for (see trained_with).
+REUSE_KEYS = ("model", "epochs", "seed", "num_samples", "batch_size", "data_set", "input_size", "lr")
+
+
+def trained_with(path: str | Path, cfg: TrainConfig, keys: tuple[str, ...] = REUSE_KEYS,
+                 finished: bool = False) -> bool:
+    """True if `path` is a training checkpoint whose run had `cfg`'s values for `keys` (and, with `finished`, has
+    completed all its epochs): a cached model, such as the demo's teacher or a notebook's shared model, that can be
+    reused instead of trained again. A missing file is False."""
+    path = Path(path)
+    if not path.is_file():
+        return False
+    ckpt = load_training_checkpoint(path)
+    args = ckpt.get("args") or {}
+    same = all(args.get(k) == getattr(cfg, k) for k in keys)
+    return same and (not finished or ckpt.get("epoch") == args.get("epochs", 0) - 1)
 
 
 def run_demo(cfg: TrainConfig) -> dict:
@@ -454,10 +470,8 @@ def run_demo(cfg: TrainConfig) -> dict:
     if config_mod.smoke():
         teacher_cfg.epochs = cfg.epochs
     previous = out / "teacher" / "checkpoint.pth"
-    if previous.is_file():
-        args = (load_training_checkpoint(previous).get("args") or {})
-        same = all(args.get(k) == getattr(teacher_cfg, k) for k in ("model", "epochs", "seed", "num_samples", "batch_size", "data_set",
-                                                                      "input_size", "lr"))
+    if previous.is_file():  # an unfinished teacher with the same settings is resumed by resume="auto"
+        same = trained_with(previous, teacher_cfg)
         print("demo: reusing the teacher in " + str(out / "teacher") if same else
               "demo: the cached teacher was trained with other settings; training a new one")
         if not same:

@@ -281,3 +281,21 @@ def test_bad_input_from_the_shell_has_no_traceback(tmp_path):
                             timeout=120)
     assert result.returncode == 2
     assert "Traceback" not in result.stderr and "unknown model 'deit_nope'" in result.stderr
+
+
+def test_trained_with_reuses_only_a_run_with_the_same_settings(tmp_path):
+    from minideit.config import PRESETS, TrainConfig
+    from minideit.train import trained_with
+    cfg = TrainConfig(**PRESETS["demo"])
+    path = tmp_path / "checkpoint.pth"
+    assert not trained_with(path, cfg)  # no file yet
+    args = {k: getattr(cfg, k) for k in ("model", "epochs", "seed", "num_samples", "batch_size", "data_set",
+                                         "input_size", "lr")}
+    torch.save({"model": {}, "args": args, "epoch": cfg.epochs - 2}, path)
+    assert trained_with(path, cfg)
+    assert not trained_with(path, cfg, finished=True)  # one epoch short
+    torch.save({"model": {}, "args": args, "epoch": cfg.epochs - 1}, path)
+    assert trained_with(path, cfg, finished=True)
+    other = TrainConfig(**{**PRESETS["demo"], "batch_size": cfg.batch_size * 2})
+    assert not trained_with(path, other)
+    assert trained_with(path, other, keys=("model", "epochs"))
