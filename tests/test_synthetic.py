@@ -10,7 +10,7 @@ from minideit.data.synthetic import SyntheticShapes
 
 def test_same_arguments_same_images_and_splits_differ():
     a = SyntheticShapes("train", num_samples=200, seed=3)
-    S.generate.cache_clear()  # regenerate from scratch, not from the cache
+    S._generate.cache_clear()  # regenerate from scratch, not from the cache
     b = SyntheticShapes("train", num_samples=200, seed=3)
     assert np.array_equal(a.data, b.data) and np.array_equal(a.targets, b.targets)
     other_seed = SyntheticShapes("train", num_samples=200, seed=4)
@@ -29,6 +29,13 @@ def test_shapes_types_and_balanced_classes():
     with_tf = SyntheticShapes("val", num_samples=300, img_size=48, transform=lambda im: np.asarray(im).sum())
     assert with_tf[5][0] == int(ds.data[5].astype(np.int64).sum())
     assert ds.data.flags.writeable is False  # the cached arrays cannot be changed by accident
+
+
+def test_changed_settings_give_new_images_not_cached_ones(monkeypatch):
+    before = SyntheticShapes("val", num_samples=50).data
+    monkeypatch.setitem(S.SETTINGS, "noise", 0.0)
+    after = SyntheticShapes("val", num_samples=50).data
+    assert not np.array_equal(before, after)
 
 
 def test_label_noise_on_train_only():
