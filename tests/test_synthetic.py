@@ -89,7 +89,7 @@ def test_the_drawn_glyph_is_the_class_stencil(monkeypatch):
 
 @pytest.mark.parametrize("kwargs, message", [
     (dict(split="test"), "split must be 'train' or 'val'"),
-    (dict(img_size=8), "img_size must be at least 16"),
+    (dict(img_size=8), r"at least 16 pixels .*--input-size.*got 8"),
     (dict(num_classes=1), "num_classes must be at least 2"),
     (dict(num_samples=0), "num_samples must be positive"),
 ])

@@ -198,7 +198,8 @@ class SyntheticShapes:
         if split not in SPLITS:
             raise ValueError(f"split must be 'train' or 'val', got {split!r}")
         if img_size < 16:
-            raise ValueError(f"img_size must be at least 16 for the glyphs to fit, got {img_size}")
+            raise ValueError(f"synthetic images must be at least 16 pixels for the glyphs to fit (img_size, --input-size), "
+                             f"got {img_size}")
         if num_classes < 2:
             raise ValueError(f"num_classes must be at least 2, got {num_classes}")
         num_samples = DEFAULT_SIZES[split] if num_samples is None else int(num_samples)

@@ -9,8 +9,10 @@ import pickle
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from .. import config as config_mod
+from ..models import create_model
 from ..reproduce import Lab
 from .common import NANO, NANO_DIST, UNDERTRAINED, bars, claim, is_close, mean, merge, show
 
@@ -180,8 +182,6 @@ def with_fresh_heads(weights: Path, model: str) -> Path:
 
     Fine-tuning to another task with the same number of classes would otherwise start from the source task's
     heads, whose classes mean something else; `--finetune` only replaces heads whose class count differs."""
-    import torch
-    from ..models import create_model
     out = weights.with_name(weights.stem + "-fresh-heads.pth")
     if not out.is_file():
         state = torch.load(weights, map_location="cpu")["model"]
