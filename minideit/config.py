@@ -87,6 +87,7 @@ class TrainConfig:
     compile: bool = False
     fused_attn: bool = True
     save_every_steps: int = 0
+    eval_every: int = 1  # evaluate every N epochs (and always after the last one)
     log_every: int = 20
     max_nonfinite: int = 5
     preset: str = ""
@@ -181,6 +182,8 @@ def _add_flags(p: argparse.ArgumentParser) -> None:
     add("--compile", action="store_true", default=S, help="torch.compile the student (and the teacher)")
     add("--fused-attn", dest="fused_attn", action=argparse.BooleanOptionalAction, default=S)
     add("--save-every-steps", dest="save_every_steps", type=int, default=S)
+    add("--eval-every", dest="eval_every", type=int, default=S,
+        help="evaluate every N epochs and after the last (default 1: every epoch, as the official code)")
     add("--log-every", dest="log_every", type=int, default=S)
 
 

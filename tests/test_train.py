@@ -64,6 +64,18 @@ def test_plain_run_writes_config_log_and_checkpoints(tmp_path, capsys):
     assert "cls_token" in ckpt["model"] and "head_dist.weight" in ckpt["model"]  # official key names
 
 
+def test_eval_every_skips_the_evaluation_of_other_epochs_but_never_the_last(tmp_path, capsys):
+    out = tmp_path / "run"
+    code, stdout, err = run_cli(synthetic_args(out, "--distillation-type", "none", "--eval-every", "2",
+                                               "--model", "deit_nano_patch4_32"), capsys)
+    assert code == 0, err
+    first, last = read_log(out)
+    assert "test_acc1" not in first and "train_loss" in first  # epoch 0: trained, not evaluated
+    assert 0 <= last["test_acc1"] <= 100
+    code, _, err = run_cli(synthetic_args(tmp_path / "bad", "--eval-every", "0"), capsys)
+    assert code == 2 and "--eval-every" in err
+
+
 def test_two_epochs_straight_equal_one_epoch_then_resume_bitwise(tmp_path, capsys):
     # Loader workers on, repeated augmentation, RandAugment, Mixup/CutMix, erasing and drop path: every random
     # state that matters must be restored.
