@@ -92,6 +92,7 @@ def test_seeds_trained_side_by_side_give_the_tables_of_every_seed(tmp_path, monk
     assert code == 0
     payload = json.loads((tmp_path / "out" / "distillation.json").read_text())
     assert payload["seeds"] == [0, 1]
+    assert payload["seconds"] > 0  # the workers' training time, read back from the cached runs by the parent
     for row in next(iter(payload["tables"].values())).values():
         assert all(len(cell["values"]) == 2 for col, cell in row.items() if not col.startswith("paper"))
     for seed in (0, 1):  # each worker trained its seed's runs into the shared cache
@@ -111,10 +112,12 @@ def test_cached_run_is_not_trained_again(tmp_path, monkeypatch):
 def test_budget_shrinks_but_never_grows_the_runs(monkeypatch):
     monkeypatch.delenv("MINIDEIT_SMOKE", raising=False)
     full = reproduce.Scale()
-    assert reproduce.scale_for(600, 3) == full
-    half = reproduce.scale_for(30, 3)
+    assert reproduce.scale_for(None, 3) == full == reproduce.scale_for(600, 3)
+    half = reproduce.scale_for(reproduce.FULL_MINUTES / 2, 3)
     assert half.epochs == full.epochs // 2 and half.teacher_epochs == full.teacher_epochs // 2
     assert reproduce.scale_for(30, 6) == reproduce.scale_for(15, 3)  # twice the seeds, half the time per seed
+    hour = reproduce.scale_for(60, 3)  # rounded down: a budget is never overrun by rounding
+    assert hour.epochs <= full.epochs * 60 / reproduce.FULL_MINUTES
     assert reproduce.scale_for(0.01, 3).epochs >= 2
 
 

@@ -1,6 +1,6 @@
 """What every experiment shares: per-seed rows merged into tables, the paper's claims checked on the means, and
-a bar plot. A claim whose gap is inside the seed-to-seed spread says so, because three seeds of a ten-epoch run
-cannot order two methods that close."""
+a bar plot. A claim whose gap is inside the seed-to-seed spread says so, because three seeds of a run a few epochs
+long cannot order two methods that close."""
 from __future__ import annotations
 
 import statistics
@@ -60,7 +60,7 @@ def bars(ax, table: dict, col: str, rows: list[str] | None = None, colours=None,
     ax.set_xlim(max(0.0, lo - 5), max(m + s for m, s in zip(means, stds)) + 2)
 
 
-UNDERTRAINED = ("These runs are about 10⁵ times smaller than the paper's (a few thousand images, ten epochs): the "
+UNDERTRAINED = ("These runs are about 10⁵ times smaller than the paper's (a few thousand images, a few epochs): the "
                 "students are still learning the training set, not over-fitting it, which is where the paper's "
                 "effect comes from.")
 

@@ -52,8 +52,8 @@ def distillation(labs: list[Lab]) -> dict:
               is_close(t, c, hard, soft, none)),
         claim("the distillation token (joint) ≥ hard distillation on the class token only (74.5 vs 74.3)",
               mean(t, joint, c) >= mean(t, hard, c), f"{show(t, joint, c)}; {show(t, hard, c)}.",
-              "Each extra token is one more thing to learn in ten epochs; the paper's gain is 0.2 points, far "
-              "below the seed spread here.", is_close(t, c, joint, hard)),
+              f"Each extra token is one more thing to learn in {labs[0].scale.epochs} epochs; the paper's gain is 0.2 "
+              "points, far below the seed spread here.", is_close(t, c, joint, hard)),
         claim("joint ≥ either head alone (DeiT-S/B; for DeiT-Ti the distillation head is 0.1 above joint)",
               mean(t, joint, c) >= max(mean(t, cls, c), mean(t, dist, c)),
               f"{show(t, joint, c)}; {show(t, cls, c)}; {show(t, dist, c)}.",

@@ -36,11 +36,15 @@ VARIANTS = {
 }
 
 
+def ema_steps(lab: Lab) -> int:
+    """Optimiser steps of one student run."""
+    images = lab.scale.num_samples if lab.data_set == "synthetic" else 50_000
+    return lab.scale.epochs * max(1, images // lab.scale.batch_size)
+
+
 def ema_decay(lab: Lab) -> float:
     """The official 0.99996 averages over 25k steps, 1/15 of a 300-epoch ImageNet run; keep that fraction."""
-    images = lab.scale.num_samples if lab.data_set == "synthetic" else 50_000
-    steps = lab.scale.epochs * max(1, images // lab.scale.batch_size)
-    return max(0.0, 1.0 - 15.0 / steps)
+    return max(0.0, 1.0 - 15.0 / ema_steps(lab))
 
 
 def ablation(labs: list[Lab]) -> dict:
@@ -78,7 +82,7 @@ def ablation(labs: list[Lab]) -> dict:
             claims.append(claim("EMA of the weights does not hurt (Table 8: 81.9 vs 81.8)",
                                 mean(t, label, c) >= mean(t, BASE, c),
                                 f"{show(t, label, c)} vs {show(t, BASE, c)}.",
-                                "Over a hundred-odd steps the average still carries early, weaker weights.",
+                                f"Over {ema_steps(labs[0])} steps the average still carries early, weaker weights.",
                                 is_close(t, c, label, BASE)))
             continue
         claims.append(claim(f"{label.lstrip('− ')} lowers top-1 (Table 8: 81.8 → {paper})" if label.startswith("−")
