@@ -85,7 +85,8 @@ def ablation(labs: list[Lab]) -> dict:
                                 f"Over {ema_steps(labs[0])} steps the average still carries early, weaker weights.",
                                 is_close(t, c, label, BASE)))
             continue
-        claims.append(claim(f"{label.lstrip('− ')} lowers top-1 (Table 8: 81.8 → {paper})" if label.startswith("−")
+        claims.append(claim(f"removing {label.lstrip('− ')} lowers top-1 (Table 8: 81.8 → {paper})"
+                            if label.startswith("−")
                             else f"{label} lowers top-1 (Table 8: 81.8 → {paper})",
                             mean(t, label, c) < mean(t, BASE, c), f"{show(t, label, c)} vs {show(t, BASE, c)}.",
                             why, is_close(t, c, label, BASE)))
