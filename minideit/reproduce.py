@@ -8,8 +8,8 @@ mean ± std over seeds, and whether the paper's ordering shows up) and ``EXPERIM
 Every training run goes through :func:`minideit.train.run` and is cached under ``--cache`` (default
 ``runs/reproduce/``) by a hash of its configuration: a teacher is trained once per seed and reused by every
 experiment that needs it, and the students that several experiments share (the undistilled and the hard-distilled
-ones) are trained once. Run ``all`` to do everything (``FULL_MINUTES`` on a 2-core CPU with 3 seeds); ``--budget-minutes 60``
-shortens every run so that the whole suite fits in an hour there.
+ones) are trained once. Run ``all`` to do everything (``FULL_MINUTES`` on a 2-core CPU with 3 seeds);
+``--budget-minutes 60`` shortens every run so that the whole suite fits in an hour there.
 ``MINIDEIT_SMOKE=1`` shrinks every run to a few dozen images for one epoch, so that CI covers every experiment.
 """
 from __future__ import annotations
@@ -43,9 +43,9 @@ FULL_MINUTES = 75.0
 @dataclasses.dataclass(frozen=True)
 class Scale:
     """Sizes of one run. The defaults are the demo's data and student settings (`python -m minideit.train`: 3,000
-    noisy images, batch 64, a 12-epoch convnet teacher), with students trained 6 epochs instead of 10 so that
-    `all` with 3 seeds fits in an hour on a 2-core CPU. The paper trains for 300 epochs on 1.28M images;
-    these runs are ~10⁵ times smaller. Fewer images are not a cheaper option: with 2,000 the teacher reached 44%
+    noisy images, batch 64, a 12-epoch convnet teacher), with students trained 6 epochs instead of 10: `all` with
+    3 seeds then takes ``FULL_MINUTES`` on a 2-core CPU (``--budget-minutes 60`` shortens it to an hour). The
+    paper trains for 300 epochs on 1.28M images; these runs are ~10⁵ times smaller. Fewer images are not a cheaper option: with 2,000 the teacher reached 44%
     and the students stayed near chance (10–12%, one seed), so there would be nothing left to compare."""
     num_samples: int = 3000  # synthetic training images (the demo's)
     epochs: int = 6  # one student run; the transformer teacher of `teachers` trains twice as long
@@ -106,8 +106,9 @@ class Lab:
         cfg = dataclasses.replace(
             cfg, data_set=self.data_set, data_path=self.data_path, seed=self.seed, batch_size=s.batch_size,
             num_samples=s.num_samples if self.data_set == "synthetic" else 0, epochs=epochs,
-            warmup_epochs=max(min(1, epochs - 1), epochs // 10), model="deit_nano_patch4_32", distillation_type="none", teacher_path="",
-            num_workers=0, log_every=10 ** 6, resume="auto", eval_every=epochs)  # only the last epoch is reported
+            warmup_epochs=max(min(1, epochs - 1), epochs // 10),  # the demo's one epoch, a tenth of longer runs
+            model="deit_nano_patch4_32", distillation_type="none", teacher_path="", num_workers=0,
+            log_every=10 ** 6, resume="auto", eval_every=epochs)  # only the last epoch is reported
         return dataclasses.replace(cfg, **overrides)
 
     def train(self, name: str, **overrides) -> Run:
@@ -255,9 +256,10 @@ def device_name() -> str:
 def train_seeds_in_parallel(labs: list[Lab], names: list[str], jobs: int) -> None:
     """Train every run of every seed into the cache, one process per seed (``jobs`` at a time).
 
-    Why processes: a DeiT-nano on 32×32 images is too small for torch to keep two cores busy with one model
-    (two threads train only ~1.5× faster than one), so on a 2-core CPU three single-threaded processes, one per
-    seed, get ~20% more done than running the seeds one after another. Seeds never share a run, so the processes
+    Why processes: a DeiT-nano on 32×32 images is too small for torch to keep many cores busy with one model
+    (two threads train only ~1.5× faster than one), so on a machine with several cores per seed, one process per
+    seed uses them better. On our 2-core CPU it measured about even with one seed after another (three teachers
+    side by side took ~300 s each; one alone with two threads ~100 s). Seeds never share a run, so the processes
     cannot collide in the cache."""
     import concurrent.futures
     import multiprocessing
