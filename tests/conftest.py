@@ -29,6 +29,6 @@ def rel_err(a: torch.Tensor, b: torch.Tensor) -> float:
 
 def pytest_configure(config):
     # One marker per exercise id: `pytest -m patchify tests/test_exercises.py` runs that exercise's tests.
-    from minideit.exercises import EXERCISES
+    from minideit.tools.exercises import EXERCISES
     for ex in EXERCISES.values():
         config.addinivalue_line("markers", f"{ex.id}: exercise of notebook {ex.notebook:02d}")

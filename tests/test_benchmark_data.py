@@ -7,7 +7,8 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from minideit.benchmark import main, make_photo_like_jpegs
+from minideit.tools.bench.cli import main
+from minideit.tools.bench.images import make_photo_like_jpegs
 
 ROOT = Path(__file__).resolve().parents[1]
 

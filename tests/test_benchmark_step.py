@@ -162,8 +162,8 @@ def test_train_with_gpu_aug_equals_the_cpu_path_without_erasing_and_runs_with_it
 
 # ---- arithmetic --------------------------------------------------------------------------------------------
 
-from minideit import perf  # noqa: E402
-from minideit.benchmark import main as bench_main  # noqa: E402
+from minideit.tools.bench import common as perf  # noqa: E402
+from minideit.tools.bench.cli import main as bench_main  # noqa: E402
 
 
 def test_mfu_counts_three_student_passes_and_one_teacher_pass():

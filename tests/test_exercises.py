@@ -17,9 +17,9 @@ from einops import rearrange
 
 from minideit import flops, regnet, vit
 from minideit.data.samplers import RASampler
-from minideit.exercises import CHECKS, EXERCISES, NOTEBOOKS, check, load_function, run_check, write_workspace
-from minideit.exercises.__main__ import main
-from minideit.exercises.workspace import MARKER, function_source
+from minideit.tools.exercises import CHECKS, EXERCISES, NOTEBOOKS, check, load_function, run_check, write_workspace
+from minideit.tools.exercises.__main__ import main
+from minideit.tools.exercises.workspace import MARKER, function_source
 
 ROOT = Path(__file__).resolve().parents[1]
 IDS = list(EXERCISES)

@@ -7,8 +7,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from minideit import reproduce
-from minideit.experiments.common import claim, is_close, merge
+from minideit.tools.reproduce import cli
+from minideit.tools.reproduce import lab as rlab
+from minideit.tools.reproduce.common import claim, is_close, merge
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -34,13 +35,13 @@ def suite(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("reproduce")
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("MINIDEIT_SMOKE", "1")
-        code = reproduce.main(["all", "--seeds", "0", "--out", str(tmp / "out"), "--cache", str(tmp / "cache")])
+        code = cli.main(["all", "--seeds", "0", "--out", str(tmp / "out"), "--cache", str(tmp / "cache")])
     assert code == 0
     return tmp
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("name", reproduce.EXPERIMENTS)
+@pytest.mark.parametrize("name", cli.EXPERIMENTS)
 def test_every_experiment_writes_json_markdown_and_png(suite, name):
     out = suite / "out"
     payload = json.loads((out / f"{name}.json").read_text())
@@ -87,7 +88,7 @@ def test_agreement_matrix_is_symmetric_with_zero_diagonal(suite):
 @pytest.mark.slow
 def test_seeds_trained_side_by_side_give_the_tables_of_every_seed(tmp_path, monkeypatch):
     monkeypatch.setenv("MINIDEIT_SMOKE", "1")
-    code = reproduce.main(["distillation", "--seeds", "0", "1", "--jobs", "2", "--out", str(tmp_path / "out"),
+    code = cli.main(["distillation", "--seeds", "0", "1", "--jobs", "2", "--out", str(tmp_path / "out"),
                            "--cache", str(tmp_path / "cache")])
     assert code == 0
     payload = json.loads((tmp_path / "out" / "distillation.json").read_text())
@@ -101,24 +102,24 @@ def test_seeds_trained_side_by_side_give_the_tables_of_every_seed(tmp_path, monk
 
 def test_cached_run_is_not_trained_again(tmp_path, monkeypatch):
     monkeypatch.setenv("MINIDEIT_SMOKE", "1")
-    lab = reproduce.Lab(tmp_path, "synthetic", "", 0, reproduce.scale_for(60, 1), log=lambda *_: None)
+    lab = rlab.Lab(tmp_path, "synthetic", "", 0, rlab.scale_for(60, 1), log=lambda *_: None)
     first = lab.train("a", model="deit_nano_patch4_32", epochs=1)
-    monkeypatch.setattr(reproduce, "run", lambda cfg: pytest.fail("a cached run was trained again"))
+    monkeypatch.setattr(rlab, "run", lambda cfg: pytest.fail("a cached run was trained again"))
     again = lab.train("b", model="deit_nano_patch4_32", epochs=1)  # another name, same configuration
     assert again.stats == first.stats and again.weights == first.weights
-    assert reproduce.config_hash(lab.config(epochs=2)) != reproduce.config_hash(lab.config(epochs=1))
+    assert rlab.config_hash(lab.config(epochs=2)) != rlab.config_hash(lab.config(epochs=1))
 
 
 def test_budget_shrinks_but_never_grows_the_runs(monkeypatch):
     monkeypatch.delenv("MINIDEIT_SMOKE", raising=False)
-    full = reproduce.Scale()
-    assert reproduce.scale_for(None, 3) == full == reproduce.scale_for(600, 3)
-    half = reproduce.scale_for(reproduce.FULL_MINUTES / 2, 3)
+    full = rlab.Scale()
+    assert rlab.scale_for(None, 3) == full == rlab.scale_for(600, 3)
+    half = rlab.scale_for(rlab.FULL_MINUTES / 2, 3)
     assert half.epochs == full.epochs // 2 and half.teacher_epochs == full.teacher_epochs // 2
-    assert reproduce.scale_for(30, 6) == reproduce.scale_for(15, 3)  # twice the seeds, half the time per seed
-    hour = reproduce.scale_for(60, 3)  # rounded down: a budget is never overrun by rounding
-    assert hour.epochs <= full.epochs * 60 / reproduce.FULL_MINUTES
-    assert reproduce.scale_for(0.01, 3).epochs >= 2
+    assert rlab.scale_for(30, 6) == rlab.scale_for(15, 3)  # twice the seeds, half the time per seed
+    hour = rlab.scale_for(60, 3)  # rounded down: a budget is never overrun by rounding
+    assert hour.epochs <= full.epochs * 60 / rlab.FULL_MINUTES
+    assert rlab.scale_for(0.01, 3).epochs >= 2
 
 
 def test_merge_and_claims():
@@ -132,14 +133,14 @@ def test_merge_and_claims():
 
 
 def test_markdown_table_shows_mean_and_std():
-    table = {"row": {"acc": reproduce.summarise([70.0, 72.0]), "paper (%)": reproduce.summarise([74.5])}}
-    md = reproduce.markdown_table(table, {}, 1)
+    table = {"row": {"acc": cli.summarise([70.0, 72.0]), "paper (%)": cli.summarise([74.5])}}
+    md = cli.markdown_table(table, {}, 1)
     assert "| row | 71.0 ± 1.4 | 74.5 |" in md
 
 
 def test_new_glyph_data_reads_as_cifar10(tmp_path):
     from minideit.data.datasets import CIFAR
-    from minideit.experiments.recipe import new_glyph_data
+    from minideit.tools.reproduce.recipe import new_glyph_data
     folder = new_glyph_data(tmp_path, seed=0, n_train=40, n_val=20)
     train, val = CIFAR(folder, train=True), CIFAR(folder, train=False)
     assert len(train) == 40 and len(val) == 20 and train.num_classes == 10
@@ -158,11 +159,11 @@ def test_new_glyph_data_reads_as_cifar10(tmp_path):
     (["distillation", "--budget-minutes", "soon"], "invalid float value"),
 ])
 def test_bad_input_is_one_line_and_exit_2(argv, message, capsys, tmp_path):
-    code = reproduce.main(argv + ["--out", str(tmp_path / "out"), "--cache", str(tmp_path / "cache")]) \
+    code = cli.main(argv + ["--out", str(tmp_path / "out"), "--cache", str(tmp_path / "cache")]) \
         if "soon" not in argv else None
     if code is None:  # argparse's own errors exit from inside parse_args
         with pytest.raises(SystemExit) as e:
-            reproduce.main(argv)
+            cli.main(argv)
         code = e.value.code
     err = capsys.readouterr().err
     assert code == 2 and message in err and err.count("\n") == 1 and err.startswith("error: ")
@@ -178,7 +179,7 @@ def test_command_line_error_has_no_traceback():
 def test_transfer_starts_from_fresh_heads(tmp_path):
     """Fine-tuning to ten new classes must not start from the source task's classifier."""
     from minideit import create_model
-    from minideit.experiments.recipe import with_fresh_heads
+    from minideit.tools.reproduce.recipe import with_fresh_heads
     torch.manual_seed(5)
     source = create_model("deit_nano_distilled_patch4_32", num_classes=10).state_dict()
     for k in ("head.weight", "head_dist.weight"):

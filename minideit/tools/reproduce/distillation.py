@@ -7,7 +7,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from ..reproduce import Lab, Run
+from minideit.tools.reproduce.lab import Lab, Run
 from .common import NANO, NANO_DIST, UNDERTRAINED, bars, claim, is_close, mean, merge, show, spread
 
 
@@ -149,13 +149,13 @@ def teachers(labs: list[Lab]) -> dict:
 def predictions(lab: Lab, runs: dict[str, Run]) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
     """Predicted classes of every classifier on the validation set, and the cls/dist cosine per layer of the
     distilled model (``token_states``/``token_cosine`` over all validation images)."""
-    from ..data.loader import build_loader
-    from ..data.samplers import EvalSampler
-    from ..distributed import init_distributed
-    from ..engine import head_logits
-    from ..models import create_model
-    from ..train import build_data, model_overrides, num_classes_of
-    from ..vit import token_cosine
+    from minideit.data.loader import build_loader
+    from minideit.data.samplers import EvalSampler
+    from minideit.distributed import init_distributed
+    from minideit.engine import head_logits
+    from minideit.models import create_model
+    from minideit.train import build_data, model_overrides, num_classes_of
+    from minideit.vit import token_cosine
     dist = init_distributed("auto")
     some = next(iter(runs.values())).cfg
     val_set = build_data(some, dist)[1]

@@ -11,7 +11,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .. import losses, optim, vit
+from minideit import losses, optim, vit
 from .checking import call, compare, describe, expect
 
 

@@ -149,7 +149,7 @@ def render_notebook(notebook: int, solved: bool = False) -> str:
             "",
             "Replace each `raise NotImplementedError(...)` by your code, then run",
             f"    python -m minideit.exercises check <this directory> [id]",
-            "or, in the notebook, `from minideit.exercises import check; check(\"<id>\", <your function>)`.",
+            "or, in the notebook, `from minideit.tools.exercises import check; check(\"<id>\", <your function>)`.",
             '"""',
             "from __future__ import annotations",
             ""]

@@ -11,9 +11,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .. import config as config_mod
-from ..models import create_model
-from ..reproduce import Lab
+from minideit import config as config_mod
+from minideit.models import create_model
+from minideit.tools.reproduce.lab import Lab
 from .common import NANO, NANO_DIST, UNDERTRAINED, bars, claim, is_close, mean, merge, show
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -165,7 +165,7 @@ def lab_epochs(labs: list[Lab]) -> int:
 def new_glyph_data(root: Path, seed: int, n_train: int, n_val: int) -> Path:
     """Ten classes the source model never saw (glyphs 10-19 of the synthetic generator, same image statistics),
     written in the CIFAR-10 python layout so the trainer reads them as any 32-px dataset (pad-and-crop)."""
-    from ..data.synthetic import SyntheticShapes
+    from minideit.data.synthetic import SyntheticShapes
     folder = root / f"new-glyphs-seed{seed}-{n_train}-{n_val}"
     batches = folder / "cifar-10-batches-py"
     if (batches / "batches.meta").is_file():  # written last: the data is complete

@@ -23,11 +23,12 @@ from pathlib import Path
 
 import torch
 
-from .data.datasets import load_rgb
-from .data.gpu_aug import build_uint8_transform
-from .data.loader import build_loader
-from .data.transforms import build_transform
-from .perf import report
+from minideit.data.datasets import load_rgb
+from minideit.data.gpu_aug import build_uint8_transform
+from minideit.data.loader import build_loader
+from minideit.data.transforms import build_transform
+from minideit.tools.bench.images import find_train_images, make_photo_like_jpegs
+from minideit.tools.bench.common import report
 
 
 class CycledImages(torch.utils.data.Dataset):
@@ -61,7 +62,6 @@ def time_loader(loader, skip: int) -> tuple[float, int]:
 
 
 def run_loader(args: argparse.Namespace) -> dict:
-    from .benchmark import find_train_images, make_photo_like_jpegs  # imported here: benchmark.py imports us
     if args.workers < 0:
         raise ValueError(f"--workers must be >= 0, got {args.workers}")
     if args.batch_size < 1 or args.num_images < 1:

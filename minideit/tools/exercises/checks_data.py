@@ -12,7 +12,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from ..data import mixup, samplers, transforms
+from minideit.data import mixup, samplers, transforms
 from .checking import call, compare, describe, expect, seeded
 
 

@@ -15,7 +15,7 @@ from typing import Callable
 
 import torch
 
-from .models import check_model_name
+from minideit.models import check_model_name
 
 IMAGENET_TRAIN_IMAGES = 1_281_167  # repeated augmentation (x3) keeps the epoch at this many samples
 PAPER_EPOCHS = 300

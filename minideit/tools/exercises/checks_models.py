@@ -11,7 +11,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from einops import rearrange
 
-from .. import flops, regnet, vit
+from minideit import flops, regnet, vit
 from .checking import call, compare, describe, expect, seeded
 
 

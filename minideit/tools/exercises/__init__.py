@@ -2,7 +2,7 @@
 
 In a notebook::
 
-    from minideit.exercises import check
+    from minideit.tools.exercises import check
     check("patchify", my_patchify)        # prints PASS, or exactly what is wrong; returns True/False
 
 From a shell (see ``python -m minideit.exercises --help``)::

@@ -15,10 +15,10 @@ from typing import Callable
 
 import torch
 
-from .engine import autocast
-from .flops import count_flops
-from .models import DEIT_CONFIGS, create_model
-from .perf import (add_common_flags, check_common, device_name, free_memory, is_oom, largest_batch, mfu, pct,
+from minideit.engine import autocast
+from minideit.flops import count_flops
+from minideit.models import DEIT_CONFIGS, create_model
+from minideit.tools.bench.common import (add_common_flags, check_common, device_name, free_memory, is_oom, largest_batch, mfu, pct,
                    peak_memory_mb, peak_tflops_of, report, seconds_per_call)
 
 INFERENCE_MODELS = [f"deit_{s}{d}_patch16_224" for d in ("", "_distilled") for s in ("tiny", "small", "base")] + [

@@ -1,0 +1,167 @@
+"""Cached training runs for ``python -m minideit.reproduce``: how big a run is (:class:`Scale`) and one seed's
+runs (:class:`Lab`), each trained once through :func:`minideit.train.run` and cached under ``--cache`` (default
+``runs/reproduce/``) by a hash of its configuration. A teacher is trained once per seed and reused by every
+experiment that needs it; the students several experiments share (undistilled, hard-distilled) are trained once.
+
+The experiments (``distillation.py``, ``recipe.py``) import this module; the command line (``cli.py``) imports them.
+"""
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import hashlib
+import json
+import math
+import time
+from pathlib import Path
+
+import torch
+
+from minideit import config as config_mod
+from minideit.config import PRESETS, TrainConfig
+from minideit.train import DEMO_TEACHER, run
+
+EXPERIMENTS = ("distillation", "teachers", "agreement", "epochs", "ablation", "resolution", "transfer")
+# What `all` at the settings of `Scale()` took with 3 seeds on this project's 2-core CPU, fresh cache (2026-11-28).
+FULL_MINUTES = 75.0
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# 1. How big each run is
+# ----------------------------------------------------------------------------------------------------------------
+@dataclasses.dataclass(frozen=True)
+class Scale:
+    """Sizes of one run. The defaults are the demo's data and student settings (`python -m minideit.train`: 3,000
+    noisy images, batch 64, a 12-epoch convnet teacher), with students trained 6 epochs instead of 10: `all` with
+    3 seeds then takes ``FULL_MINUTES`` on a 2-core CPU (``--budget-minutes 60`` shortens it to an hour). The
+    paper trains for 300 epochs on 1.28M images; these runs are ~10⁵ times smaller. Fewer images are not a cheaper option: with 2,000 the teacher reached 44%
+    and the students stayed near chance (10–12%, one seed), so there would be nothing left to compare."""
+    num_samples: int = 3000  # synthetic training images (the demo's)
+    epochs: int = 6  # one student run; the transformer teacher of `teachers` trains twice as long
+    teacher_epochs: int = 12  # the convnet teacher (the demo's length)
+    finetune_epochs: int = 2  # the resolution fine-tunes (the paper: 30 epochs after 300)
+    transfer_samples: int = 1000  # training images of the transfer target
+    batch_size: int = 64  # the demo's: more steps per epoch than 128, which these short runs need
+
+
+def scale_for(budget_minutes: float | None, num_seeds: int) -> Scale:
+    """The full settings, or, given ``budget_minutes``, shrunk (never grown) so that ``num_seeds`` seeds of the
+    whole suite fit in it on a CPU like ours. Training time is about proportional to the epochs, so the epochs
+    shrink by the ratio of the budget to ``FULL_MINUTES``, rounded down so that the budget is not overrun."""
+    if config_mod.smoke():
+        return Scale(num_samples=64, epochs=1, teacher_epochs=1, finetune_epochs=1, transfer_samples=64,
+                     batch_size=32)
+    full = Scale()
+    if budget_minutes is None:
+        return full
+    factor = min(1.0, budget_minutes / FULL_MINUTES * 3 / num_seeds)
+    return dataclasses.replace(full, epochs=max(2, math.floor(full.epochs * factor)),
+                               teacher_epochs=max(2, math.floor(full.teacher_epochs * factor)),
+                               finetune_epochs=max(1, math.floor(full.finetune_epochs * factor)))
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# 2. Cached training runs of one seed
+# ----------------------------------------------------------------------------------------------------------------
+@dataclasses.dataclass
+class Run:
+    name: str
+    cfg: TrainConfig
+    stats: dict  # the last epoch's figures, as train.run returns them
+    weights: Path  # {'model': state_dict}, what --finetune and --teacher-path read
+    seconds: float
+
+
+class Lab:
+    """All runs of one seed on one dataset. ``train(name, **overrides)`` trains the demo recipe (preset ``demo``:
+    AdamW, no Mixup/RandAugment, which suits a few thousand images) with ``overrides`` once, and afterwards returns
+    the cached result: the run directory is named after a hash of the configuration."""
+
+    def __init__(self, root: Path, data_set: str, data_path: str, seed: int, scale: Scale, log=print,
+                 tag: str = ""):
+        self.root = Path(root)
+        self.cache = self.root / (tag or data_set) / f"seed{seed}"
+        self.data_set, self.data_path, self.seed, self.scale, self.log = data_set, data_path, seed, scale, log
+        self.used: dict[str, float] = {}  # run folder → its training seconds, for every run asked for (cached too)
+
+    def sibling(self, data_set: str, data_path: str, tag: str = "") -> "Lab":
+        """The same seed and scale on another dataset (transfer's source or target)."""
+        return Lab(self.root, data_set, data_path, self.seed, self.scale, self.log, tag)
+
+    def config(self, **overrides) -> TrainConfig:
+        s = self.scale
+        cfg = TrainConfig(**PRESETS["demo"])
+        epochs = overrides.get("epochs", s.epochs)
+        cfg = dataclasses.replace(
+            cfg, data_set=self.data_set, data_path=self.data_path, seed=self.seed, batch_size=s.batch_size,
+            num_samples=s.num_samples if self.data_set == "synthetic" else 0, epochs=epochs,
+            warmup_epochs=max(min(1, epochs - 1), epochs // 10),  # the demo's one epoch, a tenth of longer runs
+            model="deit_nano_patch4_32", distillation_type="none", teacher_path="", num_workers=0,
+            log_every=10 ** 6, resume="auto", eval_every=epochs)  # only the last epoch is reported
+        return dataclasses.replace(cfg, **overrides)
+
+    def train(self, name: str, **overrides) -> Run:
+        cfg = self.config(**overrides)
+        key = config_hash(cfg)
+        found = sorted(self.cache.glob(f"*-{key}/result.json"))  # the same run, perhaps under another name
+        folder = found[0].parent if found else self.cache / f"{name}-{key}"
+        cfg.output_dir = str(folder)
+        done = folder / "result.json"
+        if done.is_file():
+            saved = json.loads(done.read_text())
+            self.used[folder.name] = saved["seconds"]
+            return Run(name, cfg, saved["stats"], folder / "weights.pth", saved["seconds"])
+        folder.mkdir(parents=True, exist_ok=True)
+        t0 = time.perf_counter()
+        # train.run prints a configuration line, progress bars and a line per epoch: keep them in the run folder.
+        with open(folder / "train.log", "a") as logf, contextlib.redirect_stdout(logf), \
+                contextlib.redirect_stderr(logf):
+            stats = run(cfg)
+        seconds = time.perf_counter() - t0
+        if cfg.eval:  # evaluation only: the figures come back without the test_ prefix and there are no weights
+            stats = {f"test_{k}": v for k, v in stats.items()}
+        else:
+            slim_checkpoint(folder)
+        done.write_text(json.dumps({"stats": stats, "seconds": seconds, "config": config_mod.to_dict(cfg)},
+                                   indent=1, default=str))
+        self.log(f"  seed {self.seed} · {name}: top-1 {stats['test_acc1']:.1f}% ({seconds:.0f} s)")
+        self.used[folder.name] = seconds
+        return Run(name, cfg, stats, folder / "weights.pth", seconds)
+
+    def teacher(self, epochs: int | None = None) -> Run:
+        """The convnet teacher: regnety_002 (stem stride 1 at 32 px) with the demo's teacher settings."""
+        return self.train(f"teacher-regnety_002-e{epochs or self.scale.teacher_epochs}", model="regnety_002",
+                          **dict(DEMO_TEACHER, epochs=epochs or self.scale.teacher_epochs,
+                                 warmup_epochs=min(1, (epochs or self.scale.teacher_epochs) - 1)))
+
+    def student(self, name: str, model: str, distillation: str = "none", teacher: Run | None = None,
+                **overrides) -> Run:
+        if teacher is not None:
+            overrides.update(teacher_model=teacher.cfg.model, teacher_path=str(teacher.weights))
+        return self.train(name, model=model, distillation_type=distillation, **overrides)
+
+    # The students that several experiments share: train them in one place so their settings cannot drift apart.
+    def undistilled(self) -> Run:
+        return self.student("deit-none", "deit_nano_patch4_32")
+
+    def hard_distilled(self) -> Run:
+        return self.student("deit-distilled-hard", "deit_nano_distilled_patch4_32", "hard", self.teacher())
+
+
+def config_hash(cfg: TrainConfig) -> str:
+    """8 hex digits of the configuration; paths of teachers/checkpoints count by their run folder's name."""
+    d = config_mod.to_dict(cfg)
+    for key in ("output_dir", "log_every", "resume", "num_workers", "device", "eval_every"):
+        d.pop(key, None)
+    for key in ("teacher_path", "finetune"):
+        if d.get(key):
+            d[key] = Path(d[key]).parent.name
+    return hashlib.sha1(json.dumps(d, sort_keys=True, default=str).encode()).hexdigest()[:8]
+
+
+def slim_checkpoint(folder: Path) -> None:
+    """Keep only the weights (a few MB); the optimiser state and the best-epoch copy are not needed again."""
+    ckpt = torch.load(folder / "checkpoint.pth", map_location="cpu", weights_only=False)
+    torch.save({"model": ckpt["model"]}, folder / "weights.pth")
+    for name in ("checkpoint.pth", "best_checkpoint.pth"):
+        (folder / name).unlink(missing_ok=True)
