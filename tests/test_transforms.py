@@ -7,6 +7,7 @@ import pytest
 import torch
 from PIL import Image, ImageEnhance
 
+from minideit.data import _fast
 from minideit.data import randaugment as ra
 from minideit.data.transforms import (IMAGENET_MEAN, IMAGENET_STD, ColorJitter, PadRandomCrop, RandomErasing,
                                       RandomResizedCrop, ResizeCenterCrop, ToNormalizedTensor, build_transform,
@@ -211,12 +212,18 @@ def test_increasing_ops_do_nothing_at_magnitude_zero():
         assert np.array_equal(np.asarray(ra.apply_op(img, name, 0)), np.asarray(img)), name
 
 
+_SHIFT_ROWS = _fast._shift_rows
+
+
 @pytest.mark.parametrize('shear, offset, axis', [(0.27, 0, 1), (-0.3, 0, 1), (0, 90.3, 1), (0, -0.49, 1),
                                                  (0.2, 0, 0), (0, -47.6, 0), (0.1, -3.3, 1), (0, 500, 1)])
-def test_fast_shear_translate_equal_pil_bicubic_affine(shear, offset, axis):
+def test_fast_shear_translate_equal_pil_bicubic_affine(shear, offset, axis, monkeypatch):
     img = photo(96, 80)
     matrix = (1, shear, offset, 0, 1, 0) if axis == 1 else (1, 0, 0, shear, 1, offset)
-    ours = ra._shift_lines(img, shear, offset, axis, ra.DEFAULT_FILL, Image.BICUBIC)
+    rows_moved = []  # the fast row path must be the one tested, not PIL's own warp
+    monkeypatch.setattr(_fast, "_shift_rows", lambda *a: rows_moved.append(1) or _SHIFT_ROWS(*a))
+    ours = _fast.affine(img, matrix, ra.DEFAULT_FILL, Image.BICUBIC)
+    assert rows_moved
     ref = img.transform(img.size, Image.AFFINE, matrix, resample=Image.BICUBIC, fillcolor=ra.DEFAULT_FILL)
     assert np.abs(np.asarray(ours).astype(int) - np.asarray(ref).astype(int)).max() <= 1
 
@@ -224,7 +231,7 @@ def test_fast_shear_translate_equal_pil_bicubic_affine(shear, offset, axis):
 @pytest.mark.parametrize('factor', [0.1, 0.55, 1.0, 1.37, 1.9])
 def test_fast_sharpness_equals_pil(factor):
     for img in (photo(64, 48), Image.fromarray(np.random.default_rng(1).integers(0, 256, (9, 5, 3), np.uint8))):
-        ours = np.asarray(ra._sharpness(img, factor))
+        ours = np.asarray(_fast.sharpness(img, factor))
         assert np.array_equal(ours, np.asarray(ImageEnhance.Sharpness(img).enhance(factor)))
 
 

@@ -8,8 +8,8 @@ solarize uses a lower threshold, enhancements move further from 1 in a random di
 Every op is a function `op(img, magnitude)` in `OPS`, so a notebook can show each one. Geometric ops also take
 `fill` (the colour of uncovered pixels: the ImageNet mean, timm's img_mean) and `resample` (bicubic, from the
 training interpolation); the other ops ignore them (`**_`). Signs and choices come from Python's `random`.
-Shear and translate, a third of the expected cost of this transform with PIL, run row by row in torch with the
-same pixels as PIL's bicubic affine (within one grey level; see `_shift_rows` and the tests).
+Shear, translate and sharpness are the plain PIL operations (an affine map, ImageEnhance.Sharpness), computed by
+``_fast.py`` with the same pixels in less time (see that module for why).
 """
 from __future__ import annotations
 
@@ -17,9 +17,9 @@ import random
 import re
 from typing import Callable, Sequence
 
-import numpy as np
-import torch
 from PIL import Image, ImageEnhance, ImageOps
+
+from minideit.data import _fast
 
 MAX_MAGNITUDE = 10.0  # magnitudes live on a 0..10 scale (timm's _LEVEL_DENOM)
 DEFAULT_FILL = (124, 116, 104)  # round(255 * ImageNet mean): what affine ops paint outside the image
@@ -91,25 +91,12 @@ def _enhance_increasing_factor(magnitude: float) -> float:
     return max(0.1, 1.0 + _random_sign(magnitude / MAX_MAGNITUDE * 0.9))
 
 
-def _sharpness(img: Image.Image, factor: float) -> Image.Image:
-    """ImageEnhance.Sharpness(img).enhance(factor), same pixels, about 2x faster (PIL's 3x3 filter is slow).
-
-    PIL blends the image with its SMOOTH-filtered copy, kernel (1 1 1; 1 5 1; 1 1 1) / 13 rounded to uint8 with
-    the border pixels left as they are; the blend smooth + factor * (img - smooth) is truncated to uint8.
-    """
-    x = np.asarray(img, dtype=np.float32)  # (H, W, 3)
-    rows = x[:, :-2] + x[:, 1:-1] + x[:, 2:]  # sums of 3 neighbours along x: (H, W-2, 3)
-    box = rows[:-2] + rows[1:-1] + rows[2:]  # 3x3 sums: (H-2, W-2, 3)
-    smooth = x.copy()
-    smooth[1:-1, 1:-1] = np.floor((box + 4 * x[1:-1, 1:-1]) / 13 + 0.5)  # centre weight 5 = 1 in box + 4
-    out = smooth + np.float32(factor) * (x - smooth)
-    return Image.fromarray(np.clip(out, 0, 255).astype(np.uint8))
-
-
 def _enhancer(kind: type, factor_fn: Callable[[float], float]) -> Callable[..., Image.Image]:
+    """An op that blends the image with a degenerate copy of itself (grey for Color, mean grey for Contrast, black
+    for Brightness, smoothed for Sharpness) by a factor: PIL's ImageEnhance."""
     def op(img: Image.Image, magnitude: float, **_) -> Image.Image:
         if kind is ImageEnhance.Sharpness and img.mode == 'RGB' and min(img.size) >= 3:
-            return _sharpness(img, factor_fn(magnitude))
+            return _fast.sharpness(img, factor_fn(magnitude))  # = ImageEnhance.Sharpness(img).enhance(...), faster
         return kind(img).enhance(factor_fn(magnitude))
     return op
 
@@ -117,57 +104,9 @@ def _enhancer(kind: type, factor_fn: Callable[[float], float]) -> Callable[..., 
 # ---- geometric ops (use fill and resample) ----------------------------------------------------------------
 
 def _affine(img: Image.Image, matrix: tuple, fill, resample) -> Image.Image:
-    """PIL affine: output pixel centre (x, y) samples the input at (a x + b y + c, d x + e y + f)."""
-    return img.transform(img.size, Image.AFFINE, matrix, resample=resample, fillcolor=fill)
-
-
-def _cubic_weights(t: torch.Tensor) -> tuple[torch.Tensor, ...]:
-    """Weights of the taps at -1, 0, +1, +2 for points t in [0, 1) past tap 0: cubic convolution with a = -1,
-    the kernel of PIL's BICUBIC affine/rotate (PIL's resize uses a = -0.5)."""
-    t2, t3 = t * t, t * t * t
-    return -t + 2 * t2 - t3, 1 - 2 * t2 + t3, t + t2 - t3, -t2 + t3
-
-
-def _shift_rows(img: Image.Image, shifts: torch.Tensor, fill) -> Image.Image:
-    """Output pixel (y, x) = input at (y, x + shifts[y]): the pixels of PIL's BICUBIC affine (within one grey
-    level) for any map that moves whole rows sideways (shear along x, translation along x), ~2.5x faster.
-
-    Such a map samples every pixel of a row at the same fractional offset, so PIL's 4x4 bicubic filter reduces
-    to 4 taps along the row with one set of weights per row. As in PIL, taps past the border repeat the edge
-    pixel, pixels whose source lies outside the image get `fill`, and the result is truncated to uint8.
-    """
-    w, h = img.size
-    # Each pixel's 4 bytes (R, G, B, pad) viewed as one int32, so gathering a tap is a single 1-D index_select.
-    pixels = torch.from_numpy(np.frombuffer(img.tobytes('raw', 'RGBX'), dtype=np.int32).reshape(h, w).copy())
-    edge_l, edge_r = pixels[:, :1], pixels[:, -1:]
-    padded = torch.cat([edge_l, edge_l, pixels, edge_r, edge_r], dim=1).view(-1)  # (h * (w + 4),)
-    whole = shifts.floor()
-    weights = _cubic_weights((shifts - whole).float().view(h, 1, 1))
-    xs = torch.arange(w).view(1, w)
-    # Tap k of output (y, x) reads source column x + whole[y] + k - 1, i.e. padded column x + whole[y] + k + 1.
-    cols = (xs + whole.long().view(h, 1) + 1).clamp_(0, w)  # clamped only where the output becomes `fill`
-    first_tap = (cols + (torch.arange(h) * (w + 4)).view(h, 1)).view(-1)  # (h * w,)
-    acc = torch.zeros(h, w, 4)
-    for k, weight in enumerate(weights):
-        tap = padded.index_select(0, first_tap + k).view(torch.uint8).view(h, w, 4)  # (h, w, RGBX)
-        acc.addcmul_(tap.float(), weight)
-    out = np.clip(acc.numpy(), 0, 255).astype(np.uint8).view(np.int32)[..., 0]  # numpy casts ~5x faster
-    source_x = (xs + shifts.view(h, 1)).numpy()
-    out[(source_x < -0.5) | (source_x >= w - 0.5)] = np.frombuffer(bytes(fill) + b'\0', dtype=np.int32)[0]
-    return Image.frombytes('RGB', (w, h), out.tobytes(), 'raw', 'RGBX')
-
-
-def _shift_lines(img: Image.Image, shear: float, offset: float, axis: int, fill, resample) -> Image.Image:
-    """Shear by `shear` and translate by `offset` pixels along `axis` (1: x, 0: y), as PIL's affine
-    (1, shear, offset, 0, 1, 0) along x or its transpose along y. Bicubic takes the fast row path."""
-    if resample != Image.BICUBIC:
-        matrix = (1, shear, offset, 0, 1, 0) if axis == 1 else (1, 0, 0, shear, 1, offset)
-        return _affine(img, matrix, fill, resample)
-    if axis == 0:  # columns move along y: transpose, move rows, transpose back (transposes are cheap copies)
-        return _shift_lines(img.transpose(Image.TRANSPOSE), shear, offset, 1, fill, resample).transpose(
-            Image.TRANSPOSE)
-    rows = torch.arange(img.height, dtype=torch.float64) + 0.5  # pixel centres, as PIL samples
-    return _shift_rows(img, shear * rows + offset, fill)
+    """PIL affine: output pixel centre (x, y) samples the input at (a x + b y + c, d x + e y + f)
+    (``img.transform(img.size, Image.AFFINE, matrix, ...)``, computed by _fast.affine with the same pixels)."""
+    return _fast.affine(img, matrix, fill, resample)
 
 
 def rotate(img: Image.Image, magnitude: float, fill=DEFAULT_FILL, resample=Image.BICUBIC) -> Image.Image:
@@ -177,20 +116,22 @@ def rotate(img: Image.Image, magnitude: float, fill=DEFAULT_FILL, resample=Image
 
 def shear_x(img: Image.Image, magnitude: float, fill=DEFAULT_FILL, resample=Image.BICUBIC) -> Image.Image:
     """Shear along x by a factor of +/- m/10 * 0.3."""
-    return _shift_lines(img, _random_sign(magnitude / MAX_MAGNITUDE * 0.3), 0.0, 1, fill, resample)
+    return _affine(img, (1, _random_sign(magnitude / MAX_MAGNITUDE * 0.3), 0, 0, 1, 0), fill, resample)
 
 
 def shear_y(img: Image.Image, magnitude: float, fill=DEFAULT_FILL, resample=Image.BICUBIC) -> Image.Image:
-    return _shift_lines(img, _random_sign(magnitude / MAX_MAGNITUDE * 0.3), 0.0, 0, fill, resample)
+    """Shear along y by a factor of +/- m/10 * 0.3."""
+    return _affine(img, (1, 0, 0, _random_sign(magnitude / MAX_MAGNITUDE * 0.3), 1, 0), fill, resample)
 
 
 def translate_x_rel(img: Image.Image, magnitude: float, fill=DEFAULT_FILL, resample=Image.BICUBIC) -> Image.Image:
     """Shift along x by +/- m/10 * 45% of the width."""
-    return _shift_lines(img, 0.0, _random_sign(magnitude / MAX_MAGNITUDE * 0.45) * img.width, 1, fill, resample)
+    return _affine(img, (1, 0, _random_sign(magnitude / MAX_MAGNITUDE * 0.45) * img.width, 0, 1, 0), fill, resample)
 
 
 def translate_y_rel(img: Image.Image, magnitude: float, fill=DEFAULT_FILL, resample=Image.BICUBIC) -> Image.Image:
-    return _shift_lines(img, 0.0, _random_sign(magnitude / MAX_MAGNITUDE * 0.45) * img.height, 0, fill, resample)
+    """Shift along y by +/- m/10 * 45% of the height."""
+    return _affine(img, (1, 0, 0, 0, 1, _random_sign(magnitude / MAX_MAGNITUDE * 0.45) * img.height), fill, resample)
 
 
 OPS: dict[str, Callable[..., Image.Image]] = {

@@ -23,9 +23,9 @@ from typing import Callable, Sequence
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from PIL import Image, ImageEnhance
 
+from minideit.data import _fast
 from minideit.data.randaugment import RandAugment
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -42,22 +42,10 @@ def _check_interpolation(name: str) -> str:
 
 def resize_uint8(img: Image.Image, size: tuple[int, int], interpolation: str = 'bicubic',
                  box: tuple[int, int, int, int] | None = None) -> Image.Image:
-    """Resize `img` (or its region `box` = (left, top, right, bottom)) to `size` = (height, width).
-
-    Bicubic/bilinear use torch's antialiased uint8 kernel: the same filter as PIL's resize (Keys cubic a=-0.5,
-    support widened by the downscale factor), equal to PIL's output within one grey level, and about 4x faster
-    than Pillow on one core. This resize is the costliest step of the training transform after decoding.
-    """
-    if box is not None:
-        img = img.crop(box)  # a cheap copy of the region only
-    if interpolation == 'nearest':
-        return img.resize((size[1], size[0]), Image.NEAREST)
-    # np.array (not asarray): torch wants a writable buffer. The permuted view is channels-last, the layout the
-    # fast uint8 kernel reads.
-    x = torch.from_numpy(np.array(img)).permute(2, 0, 1).unsqueeze(0)  # (1, 3, H, W) uint8
-    y = F.interpolate(x, size=size, mode=interpolation, antialias=True, align_corners=False)[0].numpy()
-    # Back to PIL one plane at a time: merging planes is ~10x cheaper than a uint8 (3, H, W) -> (H, W, 3) copy.
-    return Image.merge('RGB', [Image.frombuffer('L', (size[1], size[0]), plane, 'raw', 'L', 0, 1) for plane in y])
+    """Resize `img` (or its region `box` = (left, top, right, bottom)) to `size` = (height, width): PIL's
+    ``img.resize((width, height), interpolation, box=box)``, computed by _fast.resize with the same pixels, about
+    4x faster (this resize is the costliest step of the training transform after decoding)."""
+    return _fast.resize(img, size, interpolation, box)
 
 
 # ---- training geometry -------------------------------------------------------------------------------------
