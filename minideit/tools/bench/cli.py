@@ -27,7 +27,7 @@ import torch
 from PIL import Image
 
 from minideit.data.transforms import build_transform
-from minideit.tools.bench.images import find_train_images, make_photo_like_jpegs
+from minideit.tools.bench.images import images_to_time
 from minideit.tools.bench.loader import add_loader_command
 from minideit.tools.bench.model import add_model_command
 from minideit.tools.bench.step import add_train_command
@@ -91,10 +91,7 @@ def run_data(args: argparse.Namespace) -> dict:
     torch.manual_seed(args.seed)
     transform = build_transform(True, args.input_size, aa=args.aa)
     with tempfile.TemporaryDirectory() as tmp:
-        if args.data_path:
-            paths, source = find_train_images(Path(args.data_path), args.num_images), str(args.data_path)
-        else:
-            paths, source = make_photo_like_jpegs(Path(tmp), args.num_images, args.seed), 'generated JPEGs'
+        paths, source = images_to_time(args.data_path, args.num_images, args.seed, Path(tmp))
         sizes = [Image.open(p).size for p in paths]
         mean_kb = float(np.mean([p.stat().st_size for p in paths])) / 1e3
         decode_pass(paths)  # warm-up: file cache, allocator, lazy imports

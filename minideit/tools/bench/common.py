@@ -107,6 +107,20 @@ def is_oom(err: BaseException) -> bool:
     return isinstance(err, torch.cuda.OutOfMemoryError) or "out of memory" in str(err).lower()
 
 
+def runs_without_oom(attempt: Callable[[], object], cleanup: Callable[[], None]) -> bool:
+    """Whether ``attempt()`` runs without the device running out of memory; any other error is raised.
+    ``cleanup`` runs either way, so that the next, smaller attempt starts with the memory free."""
+    try:
+        attempt()
+        return True
+    except RuntimeError as e:
+        if not is_oom(e):
+            raise
+        return False
+    finally:
+        cleanup()
+
+
 def largest_batch(fits: Callable[[int], bool], start: int = 64, limit: int = 4096, multiple: int = 8) -> int:
     """The largest multiple of `multiple` (<= limit) for which fits(b) is True: double from `start` until it
     fails, then bisect between the last size that fitted and the first that did not. 0 if none fits."""

@@ -58,3 +58,11 @@ def find_train_images(data_path: Path, num_images: int) -> list[Path]:
 
 
 # ---- timing ------------------------------------------------------------------------------------------------
+
+
+def images_to_time(data_path: str, num_images: int, seed: int, tmp: Path) -> tuple[list[Path], str]:
+    """``num_images`` training images of ``data_path`` or, with no path, photo-like JPEGs written into ``tmp``;
+    and a word on where they came from, for the report."""
+    if data_path:
+        return find_train_images(Path(data_path), num_images), str(data_path)
+    return make_photo_like_jpegs(tmp, num_images, seed), 'generated JPEGs'

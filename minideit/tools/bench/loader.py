@@ -27,7 +27,7 @@ from minideit.data.datasets import load_rgb
 from minideit.data.gpu_aug import build_uint8_transform
 from minideit.data.loader import build_loader
 from minideit.data.transforms import build_transform
-from minideit.tools.bench.images import find_train_images, make_photo_like_jpegs
+from minideit.tools.bench.images import images_to_time
 from minideit.tools.bench.common import report
 
 
@@ -75,10 +75,7 @@ def run_loader(args: argparse.Namespace) -> dict:
     else:
         transform = build_transform(True, args.input_size, aa=args.aa)
     with tempfile.TemporaryDirectory() as tmp:
-        if args.data_path:
-            paths, source = find_train_images(Path(args.data_path), args.num_images), str(args.data_path)
-        else:
-            paths, source = make_photo_like_jpegs(Path(tmp), args.num_images, args.seed), 'generated JPEGs'
+        paths, source = images_to_time(args.data_path, args.num_images, args.seed, Path(tmp))
         dataset = CycledImages(paths, batches * args.batch_size, transform)
         loader = build_loader(dataset, args.batch_size, range(len(dataset)), args.workers, args.seed, 0,
                               drop_last=True, pin_memory=torch.cuda.is_available())

@@ -18,8 +18,9 @@ import torch
 from minideit.engine import autocast
 from minideit.flops import count_flops
 from minideit.models import DEIT_CONFIGS, create_model
-from minideit.tools.bench.common import (add_common_flags, check_common, device_name, free_memory, is_oom, largest_batch, mfu, pct,
-                   peak_memory_mb, peak_tflops_of, report, seconds_per_call)
+from minideit.tools.bench.common import (add_common_flags, check_common, device_name, free_memory, largest_batch,
+                                         mfu, pct, peak_memory_mb, peak_tflops_of, report, runs_without_oom,
+                                         seconds_per_call)
 
 INFERENCE_MODELS = [f"deit_{s}{d}_patch16_224" for d in ("", "_distilled") for s in ("tiny", "small", "base")] + [
     "deit_base_patch16_384", "deit_base_distilled_patch16_384", "regnety_160"]
@@ -48,15 +49,7 @@ def measure_inference(name: str, args, device: torch.device, peak: float | None)
         return call
 
     def fits(b: int) -> bool:
-        try:
-            forward(b)()
-            return True
-        except RuntimeError as e:
-            if not is_oom(e):
-                raise
-            return False
-        finally:
-            free_memory(device)
+        return runs_without_oom(forward(b), lambda: free_memory(device))
 
     batch = args.batch_size or (largest_batch(fits, start=64, limit=args.max_batch_size) if device.type == "cuda"
                                 else 8)

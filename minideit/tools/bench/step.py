@@ -45,9 +45,10 @@ from minideit.flops import count_flops
 from minideit.losses import DistillationLoss, SoftTargetCrossEntropy, prepare_teacher
 from minideit.models import DEIT_CONFIGS, create_model
 from minideit.optim import CosineWarmupSchedule, build_optimizer
-from minideit.tools.bench.common import (achieved_tflops, add_common_flags, check_common, device_name, flops_per_image, free_memory,
-                   is_oom, largest_batch, mfu, pct, peak_memory_mb, peak_tflops_of, projected_hours, report,
-                   seconds_per_call)
+from minideit.tools.bench.common import (achieved_tflops, add_common_flags, check_common, device_name,
+                                         flops_per_image, free_memory, largest_batch, mfu, pct, peak_memory_mb,
+                                         peak_tflops_of, projected_hours, report, runs_without_oom,
+                                         seconds_per_call)
 
 STUDENTS = [f"deit_{s}_distilled_patch16_224" for s in ("tiny", "small", "base")]
 
@@ -115,17 +116,11 @@ def run_steps(setup: StepSetup, batch: tuple[torch.Tensor, torch.Tensor], n: int
 
 def step_fits(setup: StepSetup, size: int) -> bool:
     """Whether two full steps at batch `size` run without running out of memory."""
-    try:
-        run_steps(setup, setup.batch(size), 2)
-        return True
-    except RuntimeError as e:
-        if not is_oom(e):
-            raise
-        return False
-    finally:
+    def cleanup() -> None:
         setup.optimizer.zero_grad(set_to_none=True)
         setup.optimizer.found_inf = None  # the loop sets it before each step; an OOM may have left it behind
         free_memory(setup.device)
+    return runs_without_oom(lambda: run_steps(setup, setup.batch(size), 2), cleanup)
 
 
 def time_full_step(setup: StepSetup, batch, steps: int, warmup: int) -> float:
