@@ -3,9 +3,14 @@
 The public interface: ``create_model``, ``list_models``, ``load_checkpoint``, ``count_flops`` and
 ``DistillationLoss``. Start with ``python -m minideit.train`` (the demo) or the notebooks.
 """
-from .flops import count_flops
-from .models import create_model, is_distilled, list_models
-from .weights import CheckpointError, load_checkpoint
+# Before anything imports torch: OpenMP reads its wait policy once, as torch loads (see minideit/threads.py).
+from .threads import set_wait_policy_default
+
+set_wait_policy_default()
+
+from .flops import count_flops  # noqa: E402  (after the wait policy on purpose)
+from .models import create_model, is_distilled, list_models  # noqa: E402
+from .weights import CheckpointError, load_checkpoint  # noqa: E402
 
 __all__ = ["create_model", "list_models", "load_checkpoint", "count_flops", "is_distilled", "CheckpointError"]
 __version__ = "0.1.0"

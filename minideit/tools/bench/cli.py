@@ -31,6 +31,7 @@ from minideit.tools.bench.images import images_to_time
 from minideit.tools.bench.loader import add_loader_command
 from minideit.tools.bench.model import add_model_command
 from minideit.tools.bench.step import add_train_command
+from minideit.tools.bench.vs_timm import add_vs_timm_command
 
 GOAL_RATIO = 0.45  # the full transform should run at >= 45% of the pure decode rate on one core
 
@@ -149,6 +150,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_train_command(subparsers)  # step.py: the training step, MFU, timm side by side
     add_model_command(subparsers)  # model.py: inference throughput (paper Table 1)
     add_loader_command(subparsers)  # loader.py: img/s of the DataLoader with N workers
+    add_vs_timm_command(subparsers)  # vs_timm.py: ours vs timm, interleaved in one process (CPU speed)
     return parser
 
 
