@@ -6,7 +6,7 @@ The public interface: ``create_model``, ``list_models``, ``load_checkpoint``, ``
 # Before anything imports torch: OpenMP reads its wait policy once, as torch loads (see minideit/threads.py).
 from .threads import set_wait_policy_default
 
-set_wait_policy_default()
+WAIT_POLICY_IN_TIME = set_wait_policy_default()  # False: the user chose a policy, or torch was imported first
 
 from .flops import count_flops  # noqa: E402  (after the wait policy on purpose)
 from .models import create_model, is_distilled, list_models  # noqa: E402

@@ -27,6 +27,7 @@ import torch
 from PIL import Image
 
 from minideit.data.transforms import build_transform
+from minideit.tools.bench.contention import add_contention_command
 from minideit.tools.bench.images import images_to_time
 from minideit.tools.bench.loader import add_loader_command
 from minideit.tools.bench.model import add_model_command
@@ -151,6 +152,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_model_command(subparsers)  # model.py: inference throughput (paper Table 1)
     add_loader_command(subparsers)  # loader.py: img/s of the DataLoader with N workers
     add_vs_timm_command(subparsers)  # vs_timm.py: ours vs timm, interleaved in one process (CPU speed)
+    add_contention_command(subparsers)  # contention.py: a step alone and beside a busy process
     return parser
 
 
