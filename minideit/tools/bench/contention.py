@@ -65,10 +65,14 @@ def run_child(setting: dict, args: argparse.Namespace) -> dict:
         env["OMP_WAIT_POLICY"] = setting["wait_policy"]
     cfg = {"threads": setting["threads"], "batch_size": args.batch_size, "seconds": args.seconds,
            "min_steps": args.steps, "warmup": args.warmup}
-    proc = subprocess.run([sys.executable, "-c", CHILD, json.dumps(cfg)], env=env, capture_output=True, text=True,
-                          timeout=args.timeout)
+    try:
+        proc = subprocess.run([sys.executable, "-c", CHILD, json.dumps(cfg)], env=env, capture_output=True,
+                              text=True, timeout=args.timeout)
+    except subprocess.TimeoutExpired:
+        raise ChildProcessError(f"a measurement took longer than {args.timeout:.0f} s; is the machine overloaded?")
     if proc.returncode != 0:
-        raise ChildProcessError(f"the measuring process failed: {proc.stderr.strip().splitlines()[-1:]}")
+        last = proc.stderr.strip().splitlines()[-1:] or ["no message"]
+        raise ChildProcessError(f"the measuring process failed: {last[0]}")
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
@@ -95,11 +99,14 @@ def run_contention(args: argparse.Namespace) -> dict:
     load_before = list(os.getloadavg())
     for row in rows:
         row["alone_img_per_s"] = run_child(row, args)["img_per_s"]
+        print(f"  {row['name']}, alone: {row['alone_img_per_s']:.1f} img/s", file=sys.stderr, flush=True)
     busy = start_busy(args.busy)
     try:
         time.sleep(0.5)  # let the busy loops reach their cores
         for row in rows:
             row["contended_img_per_s"] = run_child(row, args)["img_per_s"]
+            print(f"  {row['name']}, beside {args.busy} busy: {row['contended_img_per_s']:.1f} img/s",
+                  file=sys.stderr, flush=True)
     finally:
         stop(busy)
     for row in rows:
