@@ -206,7 +206,7 @@ def weights_file_in(folder: Path) -> Path:
 
 
 def read_checkpoint_file(path: str | Path) -> Any:
-    """A ``.pth``/``.bin`` file (torch.save), a ``.safetensors`` file, or a Hugging Face model folder → its content."""
+    """A ``.pth``/``.bin`` file (torch.save), a ``.safetensors`` file or a Hugging Face model folder → its content."""
     path = Path(path)
     if path.is_dir():
         path = weights_file_in(path)

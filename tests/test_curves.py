@@ -1,6 +1,5 @@
 """Every run draws curves.png at each evaluation; ``python -m minideit.plot`` overlays several runs."""
 import json
-import shutil
 
 import pytest
 import torch

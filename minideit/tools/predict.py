@@ -124,7 +124,8 @@ def load_model(model_name: str | None, pretrained: bool, checkpoint: Path | None
     args = None
     if pretrained:
         if not model_name:
-            raise UsageError("--pretrained needs --model NAME (an official model, e.g. deit_tiny_distilled_patch16_224)")
+            raise UsageError("--pretrained needs --model NAME (an official model such as "
+                             "deit_tiny_distilled_patch16_224)")
         check_model_name(model_name)
         state, what = resolve_state_dict(model_name), f"official weights of {model_name}"
     else:
@@ -257,8 +258,9 @@ class OneLineParser(argparse.ArgumentParser):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = OneLineParser(prog="python -m minideit.predict", description=__doc__.split("\n")[0].split(": ", 1)[1],
-                      formatter_class=argparse.RawDescriptionHelpFormatter)
+    summary, examples = __doc__.split("\n\n")[:2]
+    p = OneLineParser(prog="python -m minideit.predict", description=summary.split(": ", 1)[1].capitalize(),
+                      epilog="examples:\n" + examples, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("inputs", nargs="+", metavar="IMAGE_OR_FOLDER", help="image files, or folders (searched "
                    "recursively for .jpg .jpeg .png .bmp .webp)")
     p.add_argument("--model", default=None, help="model name (read from a minideit training checkpoint if omitted)")
