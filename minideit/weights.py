@@ -92,7 +92,7 @@ def check_reachable(url: str, timeout: float = CONNECT_TIMEOUT) -> None:
     def resolve() -> None:
         try:
             found["address"] = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
-        except OSError as e:
+        except (OSError, IndexError) as e:  # IndexError: an empty answer
             found["error"] = e
 
     thread = threading.Thread(target=resolve, daemon=True)  # daemon: a hung look-up cannot keep Python alive

@@ -47,7 +47,11 @@ def test_connection_refused_fails_at_once(empty_cache, monkeypatch):
 
 def test_a_name_lookup_that_never_answers_fails_in_seconds(empty_cache, monkeypatch):
     # No network often means a DNS query that hangs; getaddrinfo has no time-out of its own.
-    monkeypatch.setattr(socket, "getaddrinfo", lambda *args, **kwargs: time.sleep(60))
+    def hang(*args, **kwargs):
+        time.sleep(30)
+        raise socket.gaierror("gave up")
+
+    monkeypatch.setattr(socket, "getaddrinfo", hang)
     monkeypatch.setattr(weights, "CONNECT_TIMEOUT", 2.0)
     monkeypatch.setattr(weights.urllib.request, "getproxies", lambda: {})  # check the server, not a proxy
     start = time.monotonic()
