@@ -21,6 +21,7 @@ import torch.nn as nn
 from . import config as config_mod
 from .checkpoint import load_training_checkpoint, rng_state, save_atomic, set_rng_state
 from .config import TrainConfig
+from .curves import write_curves
 from .distributed import DistInfo, all_gather_object, barrier, cleanup, init_distributed
 from .engine import NonFiniteLossError, evaluate, train_one_epoch, unwrap
 from .losses import DistillationLoss, LabelSmoothingCrossEntropy, SoftTargetCrossEntropy, prepare_teacher
@@ -419,6 +420,8 @@ def run_epoch(cfg, dist, epoch, start_step, train_model, model, teacher, criteri
             shutil.copyfile(out / "checkpoint.pth", out / "best_checkpoint.pth")
         with open(out / "log.jsonl", "a") as f:
             f.write(json.dumps(log) + "\n")
+        if evaluated:
+            write_curves(out)  # curves.png beside log.jsonl; prints a warning instead of raising
         print(epoch_line(log))
     barrier()
     return log

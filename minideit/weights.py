@@ -3,15 +3,26 @@
 The official release stores each model as ``{'model': state_dict}`` at https://dl.fbaipublicfiles.com/deit/. The
 eight hex characters in each file name are the start of the file's SHA-256 (the torch.hub convention), which is how a
 download is checked. Files go to ``$MINIDEIT_CACHE`` (default ``~/.cache/minideit``); once there, everything works
-offline, and a local path or a state dict can be given instead of a name.
+offline, and a local path or a state dict can be given instead of a name. Without network, a file missing from the
+cache fails within seconds with the command that fetches it elsewhere (``python -m minideit.weights NAME``).
+
+Besides the official files (and timm's, which use the same keys), ``load_checkpoint`` reads the checkpoints of
+Hugging Face transformers (``DeiTForImageClassificationWithTeacher``, ``DeiTForImageClassification``,
+``ViTForImageClassification``; a ``model.safetensors`` or ``pytorch_model.bin`` file, or the folder holding one)
+by renaming their keys to ours (section 3). Neither transformers nor safetensors is needed for that.
 """
 from __future__ import annotations
 
+import argparse
 import hashlib
+import json
 import os
 import re
+import socket
 import sys
 import tempfile
+import threading
+import urllib.parse
 import urllib.request
 from pathlib import Path
 from typing import Any, Mapping
@@ -34,6 +45,9 @@ OFFICIAL_FILES = {
     "regnety_160": "regnety_160-a5fe301d.pth",  # the RegNetY-16GF teacher of the paper
 }
 OFFICIAL_URLS = {name: BASE_URL + file for name, file in OFFICIAL_FILES.items()}
+
+
+CONNECT_TIMEOUT = 5.0  # seconds to find and reach the download server before calling the machine offline
 
 
 class CheckpointError(ValueError):
@@ -59,6 +73,39 @@ def sha256_of(path: Path) -> str:
         for chunk in iter(lambda: f.read(1 << 20), b""):
             digest.update(chunk)
     return digest.hexdigest()
+
+
+def check_reachable(url: str, timeout: float = CONNECT_TIMEOUT) -> None:
+    """Raise OSError within about ``timeout`` seconds when the server of an http(s) ``url`` cannot be reached.
+
+    Without this, a machine with no network spends minutes in DNS look-ups and connection attempts (name
+    resolution has no time-out of its own), so we resolve in a helper thread and give up after ``timeout``, then
+    open one TCP connection with the same limit. A configured proxy is what gets checked, when there is one.
+    """
+    parts = urllib.parse.urlsplit(url)
+    proxy = urllib.request.getproxies().get(parts.scheme)
+    if proxy and not urllib.request.proxy_bypass(parts.hostname or ""):
+        parts = urllib.parse.urlsplit(proxy if "://" in proxy else "http://" + proxy)
+    host, port = parts.hostname or "", parts.port or (443 if parts.scheme == "https" else 80)
+    found: dict = {}
+
+    def resolve() -> None:
+        try:
+            found["address"] = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
+        except (OSError, IndexError) as e:  # IndexError: an empty answer
+            found["error"] = e
+
+    thread = threading.Thread(target=resolve, daemon=True)  # daemon: a hung look-up cannot keep Python alive
+    thread.start()
+    thread.join(timeout)
+    if thread.is_alive():
+        raise OSError(f"no answer when looking up {host} within {timeout:.0f} s")
+    if "error" in found:
+        raise OSError(f"cannot look up {host}: {found['error']}")
+    family, kind, proto, _, address = found["address"]
+    with socket.socket(family, kind, proto) as s:
+        s.settimeout(timeout)
+        s.connect(address)
 
 
 def download(url: str, dst: Path, progress: bool = True) -> Path:
@@ -88,18 +135,85 @@ def download(url: str, dst: Path, progress: bool = True) -> Path:
 
 
 def cached_file(url: str, progress: bool = True) -> Path:
-    """The local copy of ``url`` in the cache, downloaded the first time."""
+    """The local copy of ``url`` in the cache, downloaded the first time.
+
+    Offline, this fails within seconds with one line: the missing file, the cache folder, and the command that
+    fetches the file on a machine with network.
+    """
     path = cache_dir() / url.rsplit("/", 1)[-1]
-    return path if path.exists() else download(url, path, progress)
+    if path.exists():
+        return path
+    try:
+        if url.startswith(("http://", "https://")):
+            check_reachable(url)
+    except OSError as e:
+        names = [name for name, known in OFFICIAL_URLS.items() if known == url]
+        fetch = f"run `python -m minideit.weights {names[0]}`" if names else f"download {url}"
+        raise CheckpointError(f"{path.name} is not in the cache {path.parent} (set MINIDEIT_CACHE to use another "
+                              f"folder) and cannot be downloaded ({e}): on a machine with network {fetch} "
+                              f"and copy {path.name} into the cache folder, or pass the file's path") from None
+    return download(url, path, progress)
 
 
 # ----------------------------------------------------------------------------------------------------------------
 # 2. From any source to a state dict
 # ----------------------------------------------------------------------------------------------------------------
-def read_checkpoint_file(path: str | Path) -> Any:
+SAFETENSORS_DTYPES = {"F64": torch.float64, "F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16,
+                      "I64": torch.int64, "I32": torch.int32, "I16": torch.int16, "I8": torch.int8,
+                      "U8": torch.uint8, "BOOL": torch.bool}
+HF_WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")  # what save_pretrained writes, newest format first
+
+
+def read_safetensors(path: str | Path) -> dict[str, torch.Tensor]:
+    """Read a ``.safetensors`` file without the safetensors package.
+
+    The format: 8 bytes (little-endian unsigned length n), n bytes of JSON mapping each tensor name to its dtype,
+    shape and [start, end) byte range, then the raw little-endian tensor bytes one after another.
+    """
     path = Path(path)
+    data = path.read_bytes()
+    try:
+        n = int.from_bytes(data[:8], "little")
+        header = json.loads(data[8:8 + n])
+        body = memoryview(data)[8 + n:]
+        tensors = {}
+        for name, info in header.items():
+            if name == "__metadata__":
+                continue
+            start, end = info["data_offsets"]
+            if not 0 <= start <= end <= len(body):
+                raise ValueError(f"{name} points outside the file")
+            dtype = SAFETENSORS_DTYPES[info["dtype"]]
+            raw = bytearray(body[start:end])  # a writable copy: torch.frombuffer shares memory with it
+            flat = torch.frombuffer(raw, dtype=dtype) if raw else torch.empty(0, dtype=dtype)
+            tensors[name] = flat.reshape(info["shape"])
+    except (ValueError, KeyError, TypeError, RuntimeError) as e:  # JSONDecodeError is a ValueError
+        raise CheckpointError(f"{path} is not a readable safetensors file ({type(e).__name__}: {e}); "
+                              f"it may be truncated") from None
+    return tensors
+
+
+def weights_file_in(folder: Path) -> Path:
+    """The weights file of a Hugging Face model folder (what ``save_pretrained`` writes)."""
+    for name in HF_WEIGHT_FILES:
+        if (folder / name).is_file():
+            return folder / name
+    if any(folder.glob("*.index.json")):
+        raise CheckpointError(f"{folder} holds a checkpoint split into shards; DeiT models fit one file: save it "
+                              f"with save_pretrained(..., max_shard_size='2GB')")
+    raise CheckpointError(f"{folder} is a folder without {' or '.join(HF_WEIGHT_FILES)}; pass a checkpoint file "
+                          f"or a Hugging Face model folder")
+
+
+def read_checkpoint_file(path: str | Path) -> Any:
+    """A ``.pth``/``.bin`` file (torch.save), a ``.safetensors`` file or a Hugging Face model folder → its content."""
+    path = Path(path)
+    if path.is_dir():
+        path = weights_file_in(path)
     if not path.is_file():
         raise CheckpointError(f"checkpoint file {path} does not exist")
+    if path.suffix == ".safetensors":
+        return read_safetensors(path)
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except Exception:
@@ -112,7 +226,8 @@ def read_checkpoint_file(path: str | Path) -> Any:
 
 
 def resolve_state_dict(source: str | Path | Mapping[str, Any]) -> dict[str, torch.Tensor]:
-    """A path, an URL, an official model name or a (possibly wrapped) state dict → a plain state dict."""
+    """A path, a folder, an URL, an official model name or a (possibly wrapped) state dict → a plain state dict
+    with our key names (a Hugging Face checkpoint is renamed by :func:`from_transformers`)."""
     if isinstance(source, Mapping):
         obj = source
     else:
@@ -126,7 +241,8 @@ def resolve_state_dict(source: str | Path | Mapping[str, Any]) -> dict[str, torc
         else:
             raise CheckpointError(f"'{text}' is neither an existing file, an URL, nor an official model name "
                                   f"({', '.join(OFFICIAL_FILES)})")
-    return unwrap(obj)
+    state_dict = unwrap(obj)
+    return from_transformers(state_dict) if is_transformers(state_dict) else state_dict
 
 
 def unwrap(obj: Any) -> dict[str, torch.Tensor]:
@@ -143,7 +259,68 @@ def unwrap(obj: Any) -> dict[str, torch.Tensor]:
 
 
 # ----------------------------------------------------------------------------------------------------------------
-# 3. Loading into a model, with position-embedding resize and clear refusals
+# 3. Hugging Face transformers checkpoints → our keys
+# ----------------------------------------------------------------------------------------------------------------
+# The same weights under other names. transformers keeps q, k and v as three Linear layers where we (and the
+# official release) have one fused ``qkv`` whose rows are [q | k | v]; everything else is a rename. Patterns apply to
+# the key without its "deit." / "vit." prefix. Files on the Hub use the first spelling of each block key
+# ("encoder.layer.3.attention.attention.query"); transformers ≥ 5 renamed its modules ("layers.3.attention.q_proj"),
+# so a state_dict() taken from a live model uses the second.
+_BLOCK = r"(?:encoder\.layer|layers)\.(\d+)\."
+HF_RENAMES = [
+    (r"embeddings\.cls_token", "cls_token"),
+    (r"embeddings\.distillation_token", "dist_token"),
+    (r"embeddings\.position_embeddings", "pos_embed"),
+    (r"embeddings\.patch_embeddings\.projection\.(weight|bias)", r"patch_embed.proj.\1"),
+    (_BLOCK + r"layernorm_before\.(weight|bias)", r"blocks.\1.norm1.\2"),
+    (_BLOCK + r"layernorm_after\.(weight|bias)", r"blocks.\1.norm2.\2"),
+    (_BLOCK + r"attention\.(?:output\.dense|o_proj)\.(weight|bias)", r"blocks.\1.attn.proj.\2"),
+    (_BLOCK + r"(?:intermediate\.dense|mlp\.fc1)\.(weight|bias)", r"blocks.\1.mlp.fc1.\2"),
+    (_BLOCK + r"(?:output\.dense|mlp\.fc2)\.(weight|bias)", r"blocks.\1.mlp.fc2.\2"),
+    (r"layernorm\.(weight|bias)", r"norm.\1"),
+    (r"cls_classifier\.(weight|bias)", r"head.\1"),  # DeiTForImageClassificationWithTeacher
+    (r"distillation_classifier\.(weight|bias)", r"head_dist.\1"),
+    (r"classifier\.(weight|bias)", r"head.\1"),  # DeiTForImageClassification, ViTForImageClassification
+]
+HF_QKV = re.compile(_BLOCK + r"attention\.(?:attention\.(query|key|value)|([qkv])_proj)\.(weight|bias)")
+
+
+def is_transformers(state_dict: Mapping[str, torch.Tensor]) -> bool:
+    """True for a Hugging Face DeiT/ViT state dict (its tokens live under ``embeddings.``)."""
+    return any(k.endswith("embeddings.cls_token") for k in state_dict)
+
+
+def from_transformers(state_dict: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Rename a transformers ``DeiT*``/``ViT*`` state dict to our keys and fuse each block's q, k, v into ``qkv``.
+
+    Keys that match no rule keep their name (e.g. ``vit.pooler.dense.weight``), so the strict check of
+    :func:`load_checkpoint` names them. The result holds the same tensors: the same model computes the same logits.
+    """
+    ours: dict[str, torch.Tensor] = {}
+    parts: dict[tuple[str, str], dict[str, torch.Tensor]] = {}  # (block, weight|bias) → {q, k, v}
+    for key, value in state_dict.items():
+        short = re.sub(r"^(deit|vit)\.", "", key)
+        qkv = HF_QKV.fullmatch(short)
+        if qkv:
+            block, long_name, letter, kind = qkv.groups()
+            parts.setdefault((block, kind), {})[letter or long_name[0]] = value
+            continue
+        for pattern, target in HF_RENAMES:
+            if re.fullmatch(pattern, short):
+                ours[re.sub(pattern, target, short)] = value
+                break
+        else:
+            ours[key] = value
+    for (block, kind), qkv in sorted(parts.items()):
+        if set(qkv) != {"q", "k", "v"}:
+            absent = ", ".join(n for n in ("query", "key", "value") if n[0] not in qkv)
+            raise CheckpointError(f"the Hugging Face checkpoint's block {block} has no attention {absent} {kind}")
+        ours[f"blocks.{block}.attn.qkv.{kind}"] = torch.cat([qkv["q"], qkv["k"], qkv["v"]], dim=0)  # rows q | k | v
+    return ours
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# 4. Loading into a model, with position-embedding resize and clear refusals
 # ----------------------------------------------------------------------------------------------------------------
 def adapt_pos_embed(model: nn.Module, state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """Resize the checkpoint's ``pos_embed`` to the model's patch grid when only the grid differs (224 → 384)."""
@@ -185,6 +362,10 @@ def check_compatible(model: nn.Module, state_dict: Mapping[str, torch.Tensor]) -
     if ours != theirs:
         raise CheckpointError(f"the checkpoint is {theirs} but the model is {ours} (missing {len(missing)} keys, "
                               f"e.g. {_short(missing, 2)}): pick the model the checkpoint was trained as")
+    if sorted(missing) == ["head_dist.bias", "head_dist.weight"] and not unexpected and not misshaped:
+        raise CheckpointError("the checkpoint has a distillation token but no distillation head (a Hugging Face "
+                              "DeiTForImageClassification classifies from the class token alone): fine-tune it "
+                              "(--finetune), or load it with strict=False and read model.head on the class token")
     heads = {"head.weight", "head_dist.weight", "head.fc.weight"}
     if misshaped and set(misshaped) <= heads | {k.replace("weight", "bias") for k in heads} and not missing:
         got, want = state_dict[misshaped[0]].shape[0], expected[misshaped[0]].shape[0]
@@ -214,14 +395,26 @@ def load_checkpoint(model: nn.Module, source: str | Path | Mapping[str, Any], st
     return model
 
 
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="python -m minideit.weights",
+        description="Download official DeiT/RegNetY weights into the cache, to use them later without network.",
+        epilog=f"The cache is $MINIDEIT_CACHE (now {cache_dir()}). On a machine without network, fetch the files "
+               f"elsewhere with this command and copy them into the same folder.")
+    p.add_argument("names", nargs="*", metavar="NAME",
+                   help=f"official model names (default: all of them): {', '.join(OFFICIAL_FILES)}")
+    return p
+
+
 def main(argv: list[str] | None = None) -> int:
     """``python -m minideit.weights [NAME ...]``: download official files into the cache (all of them by default)."""
-    names = (argv if argv is not None else sys.argv[1:]) or list(OFFICIAL_FILES)
+    names = build_parser().parse_args(argv).names or list(OFFICIAL_FILES)
+    unknown = [name for name in names if name not in OFFICIAL_URLS]
+    if unknown:
+        print(f"error: no official weights named {', '.join(unknown)}; choose from {', '.join(OFFICIAL_FILES)}",
+              file=sys.stderr)
+        return 2
     for name in names:
-        if name not in OFFICIAL_URLS:
-            print(f"error: no official weights named '{name}'; choose from {', '.join(OFFICIAL_FILES)}",
-                  file=sys.stderr)
-            return 2
         try:
             print(f"{name}: {cached_file(OFFICIAL_URLS[name])}")
         except CheckpointError as e:
