@@ -203,7 +203,7 @@ def demo_teacher(runs: Path, say: Callable[[str], None]) -> torch.nn.Module:
 def _tensors(split: str, num_samples: int) -> tuple[torch.Tensor, torch.Tensor]:
     """The synthetic images as one normalised float tensor (no augmentation: the run is short) and the labels."""
     data = SyntheticShapes(split, img_size=32, num_samples=num_samples)
-    x = torch.from_numpy(data.data).permute(0, 3, 1, 2).float() / 255  # (N, 3, 32, 32)
+    x = torch.from_numpy(data.data.copy()).permute(0, 3, 1, 2).float() / 255  # (N, 3, 32, 32)
     mean, std = torch.tensor(minideit.data.transforms.IMAGENET_MEAN), torch.tensor(minideit.data.transforms.IMAGENET_STD)
     return (x - mean.view(1, 3, 1, 1)) / std.view(1, 3, 1, 1), torch.as_tensor(data.targets)
 
