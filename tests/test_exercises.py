@@ -285,3 +285,44 @@ def test_cli_runs_as_a_module():
                             cwd=ROOT, capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
     assert result.returncode == 0, result.stderr
     assert result.stdout.splitlines() == ["PASS patchify", "PASS lr_at", "2 of 2 passed"]
+
+
+# ---- checks of random samplers accept every correct sampler ---------------------------------------------------
+def _rrc_left_first(width, height, scale=(0.08, 1.0), ratio=(3 / 4, 4 / 3)):
+    """A correct RandomResizedCrop box drawn in another order: aspect before area, left before top."""
+    import math
+    for _ in range(10):
+        aspect = math.exp(random.uniform(math.log(ratio[0]), math.log(ratio[1])))
+        area = width * height * random.uniform(*scale)
+        w, h = int(round(math.sqrt(area * aspect))), int(round(math.sqrt(area / aspect)))
+        if 0 < w <= width and 0 < h <= height:
+            left = random.randint(0, width - w)
+            return random.randint(0, height - h), left, h, w
+    return transforms.rrc_box(width, height, (2.0, 3.0), ratio)  # the deterministic fallback
+
+
+def _erasing_left_first(self, img_h, img_w):
+    import math
+    for _ in range(10):
+        aspect = math.exp(random.uniform(*self.log_aspect))
+        area = random.uniform(self.min_area, self.max_area) * img_h * img_w / self.count
+        h, w = int(round(math.sqrt(area * aspect))), int(round(math.sqrt(area / aspect)))
+        if w < img_w and h < img_h:
+            left = random.randint(0, img_w - w)
+            return random.randint(0, img_h - h), left, h, w
+    return None
+
+
+def _cutmix_column_first(h, w, lam, gen):
+    import math
+    cx = int(torch.randint(0, w, (1,), generator=gen))
+    cy = int(torch.randint(0, h, (1,), generator=gen))
+    cut_h, cut_w = int(h * math.sqrt(1 - lam)), int(w * math.sqrt(1 - lam))
+    return max(cy - cut_h // 2, 0), min(cy + cut_h // 2, h), max(cx - cut_w // 2, 0), min(cx + cut_w // 2, w)
+
+
+@pytest.mark.parametrize("ex_id, fn", [("rrc_box", _rrc_left_first), ("erasing_box", _erasing_left_first),
+                                       ("cutmix_box", _cutmix_column_first)])
+def test_a_sampler_that_draws_in_another_order_passes(ex_id, fn):
+    ok, message = run_check(CHECKS[ex_id], fn)
+    assert ok, message

@@ -29,6 +29,7 @@ import time
 from pathlib import Path
 from typing import Callable, Iterator
 
+import numpy as np
 import torch
 
 import minideit
@@ -205,7 +206,7 @@ def _tensors(split: str, num_samples: int) -> tuple[torch.Tensor, torch.Tensor]:
     data = SyntheticShapes(split, img_size=32, num_samples=num_samples)
     x = torch.from_numpy(data.data.copy()).permute(0, 3, 1, 2).float() / 255  # (N, 3, 32, 32)
     mean, std = torch.tensor(minideit.data.transforms.IMAGENET_MEAN), torch.tensor(minideit.data.transforms.IMAGENET_STD)
-    return (x - mean.view(1, 3, 1, 1)) / std.view(1, 3, 1, 1), torch.as_tensor(data.targets)
+    return (x - mean.view(1, 3, 1, 1)) / std.view(1, 3, 1, 1), torch.as_tensor(np.array(data.targets))
 
 
 def training_stage(pieces: dict[str, Callable], runs: Path, say: Callable[[str], None]) -> float:
