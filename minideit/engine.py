@@ -16,7 +16,7 @@ import torch
 import torch.nn as nn
 
 from .distributed import all_reduce_sum
-from .losses import accuracy
+from .losses import accuracy, hard_distillation_loss
 
 
 class NonFiniteLossError(RuntimeError):
@@ -203,3 +203,27 @@ def evaluate(model, loader, device, teacher=None, amp="bf16") -> dict:
     if "agree" in totals:
         result["agreement"] = 100 * totals["agree"] / n
     return {k: (round(v, 4) if isinstance(v, float) and math.isfinite(v) else v) for k, v in result.items()}
+
+
+def distillation_step(student: nn.Module, teacher: nn.Module, images: torch.Tensor, labels: torch.Tensor,
+                      optimizer: torch.optim.Optimizer) -> torch.Tensor:
+    """One optimiser step of a distilled student with a frozen teacher, stripped to its ideas (paper §4, Eq. 3).
+
+    The teacher only labels the batch: eval mode (BatchNorm uses its running statistics) and no autograd graph.
+    The student in training mode returns both heads; the class head learns from ``labels`` and the distillation
+    head from the teacher's decision (``hard_distillation_loss``); then backward and one optimiser step.
+    ``train_one_epoch`` does the same with Mixup, mixed precision, accumulation and EMA around it.
+    Returns the loss, detached.
+    """
+    # BEGIN EXERCISE distillation_step
+    teacher.eval()
+    with torch.no_grad():
+        teacher_logits = teacher(images)  # (B, K), no graph: the teacher is never trained
+    student.train()
+    cls_logits, dist_logits = student(images)  # (B, K) each
+    loss = hard_distillation_loss(cls_logits, dist_logits, labels, teacher_logits)
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    optimizer.step()
+    return loss.detach()
+    # END EXERCISE distillation_step

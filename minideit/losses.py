@@ -53,6 +53,24 @@ class SoftTargetCrossEntropy(nn.Module):
         # END EXERCISE soft_target_ce
 
 
+def hard_distillation_loss(cls_logits: torch.Tensor, dist_logits: torch.Tensor, labels: torch.Tensor,
+                           teacher_logits: torch.Tensor, alpha: float = 0.5, base_criterion=F.cross_entropy
+                           ) -> torch.Tensor:
+    """Hard-label distillation, paper Eq. 3: the teacher's decision y_t = argmax_c Z_t(c) is a second true label.
+
+        L = (1 - alpha) * base(Z_cls, y) + alpha * CE(Z_dist, y_t)
+
+    With alpha = 1/2 and cross-entropy as the base this is Eq. 3, 1/2 CE(ψ(Z_s), y) + 1/2 CE(ψ(Z_s), y_t), the
+    class head learning from the labels and the distillation head from the teacher (§4, "Distillation token").
+    ``labels`` may be Mixup soft targets if ``base_criterion`` takes them; the teacher term has no smoothing.
+    """
+    # BEGIN EXERCISE hard_distillation_loss
+    teacher_labels = teacher_logits.argmax(dim=1)  # (B,): the teacher's decision, a hard label
+    base = base_criterion(cls_logits, labels)
+    return (1.0 - alpha) * base + alpha * F.cross_entropy(dist_logits, teacher_labels)
+    # END EXERCISE hard_distillation_loss
+
+
 class DistillationLoss(nn.Module):
     """Base loss plus the teacher term of paper §4; called as `loss(inputs, outputs, labels)` like the official code.
 
@@ -141,17 +159,16 @@ class DistillationLoss(nn.Module):
             cls_logits, dist_logits = outputs, outputs  # class-head-only distillation (Table 3, row 3)
         else:
             cls_logits, dist_logits = outputs
-        base = self.base_criterion(cls_logits, labels)
         if self.distillation_type == "none":
-            return base
+            return self.base_criterion(cls_logits, labels)
 
         teacher = self.teacher_logits(inputs)
         self.last_teacher_logits = teacher.detach()
-        if self.distillation_type == "soft":
-            distill = self.soft_term(dist_logits, teacher)
-        else:  # hard: the teacher's decision is the label, no smoothing
-            distill = F.cross_entropy(dist_logits, teacher.argmax(dim=1))
-        return (1.0 - self.alpha) * base + self.alpha * distill
+        if self.distillation_type == "hard":
+            return hard_distillation_loss(cls_logits, dist_logits, labels, teacher, self.alpha,
+                                          self.base_criterion)
+        base = self.base_criterion(cls_logits, labels)
+        return (1.0 - self.alpha) * base + self.alpha * self.soft_term(dist_logits, teacher)
         # END EXERCISE distillation_forward
 
 
@@ -223,6 +240,4 @@ def agreement(a_logits: torch.Tensor, b_logits: torch.Tensor) -> torch.Tensor:
     if a_logits.shape != b_logits.shape:
         raise ValueError(f"agreement needs logits of the same shape, got {tuple(a_logits.shape)} "
                          f"and {tuple(b_logits.shape)}")
-    # BEGIN EXERCISE agreement
     return (a_logits.argmax(dim=1) == b_logits.argmax(dim=1)).float().mean()
-    # END EXERCISE agreement

@@ -20,9 +20,7 @@ def wants_weight_decay(name: str, param: torch.Tensor, skip_names=NO_DECAY_NAMES
 
     A skip name matches the last component of the dotted parameter name, so `module.pos_embed` counts too.
     """
-    # BEGIN EXERCISE wants_weight_decay
     return param.ndim > 1 and name.rsplit(".", 1)[-1] not in skip_names
-    # END EXERCISE wants_weight_decay
 
 
 def param_groups_weight_decay(model: nn.Module, weight_decay: float,
@@ -44,9 +42,7 @@ def scaled_lr(base_lr: float = 5e-4, global_batch: int = 512) -> float:
     """Linear scaling rule of the paper (Table 9): lr = base_lr * global_batch / 512, e.g. 1e-3 for batch 1024."""
     if global_batch <= 0:
         raise ValueError(f"global batch size must be positive, got {global_batch}")
-    # BEGIN EXERCISE scaled_lr
     return base_lr * global_batch / 512
-    # END EXERCISE scaled_lr
 
 
 def build_optimizer(model: nn.Module, name: str = "adamw", *, lr: float, weight_decay: float = 0.05,

@@ -108,15 +108,19 @@ class Attention(nn.Module):
         # END EXERCISE split_heads
 
     def forward(self, x: torch.Tensor, return_attn: bool = False):
-        q, k, v = self.split_heads(x)
+        """Paper §3, "Multi-head self-attention": softmax(Q·Kᵀ/√d)·V in each head, heads concatenated, then
+        projected: (B, N, D) → (B, N, D), and with ``return_attn`` also the weights (B, H, N, N)."""
+        # BEGIN EXERCISE attention_forward
+        q, k, v = self.split_heads(x)  # each (B, H, N, d)
         if self.fused and not return_attn:
-            out = F.scaled_dot_product_attention(q, k, v)  # (B, H, N, d)
-            attn = None
+            out, attn = F.scaled_dot_product_attention(q, k, v), None  # the same product, in one fused kernel
         else:
             attn = attention_weights(q, k)  # (B, H, N, N)
-            out = attn @ v  # (B, H, N, d)
-        out = self.proj(rearrange(out, "b h n d -> b n (h d)"))  # (B, N, D)
+            out = attn @ v  # (B, H, N, d): each query's weighted average of the values
+        out = rearrange(out, "b h n d -> b n (h d)")  # heads side by side again, head 0 first: (B, N, D)
+        out = self.proj(out)  # (B, N, D)
         return (out, attn) if return_attn else out
+        # END EXERCISE attention_forward
 
 
 class Mlp(nn.Module):
@@ -246,10 +250,8 @@ class VisionTransformer(nn.Module):
 
     def prefix_tokens(self, batch_size: int) -> torch.Tensor:
         """The learned class (and distillation) tokens, repeated for the batch: (B, 1 or 2, D)."""
-        # BEGIN EXERCISE prefix_tokens
         tokens = [self.cls_token] if self.dist_token is None else [self.cls_token, self.dist_token]
         return torch.cat(tokens, dim=1).expand(batch_size, -1, -1)
-        # END EXERCISE prefix_tokens
 
     def embed(self, x: torch.Tensor) -> torch.Tensor:
         """Images (B, 3, H, W) → input tokens with position embedding (B, prefix + N, D)."""
@@ -260,11 +262,14 @@ class VisionTransformer(nn.Module):
         # END EXERCISE embed
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        """All tokens after the last block and the final norm: (B, prefix + N, D)."""
-        x = self.embed(x)
+        """All tokens after the last block and the final norm: (B, prefix + N, D) (paper §3: patches → tokens →
+        transformer blocks → LayerNorm)."""
+        # BEGIN EXERCISE forward_features
+        x = self.embed(x)  # (B, prefix + N, D)
         for block in self.blocks:
-            x = block(x)
+            x = block(x)  # same shape: every block maps a sequence of tokens to one of the same length
         return self.norm(x)
+        # END EXERCISE forward_features
 
     def forward_head(self, x: torch.Tensor):
         # BEGIN EXERCISE forward_head

@@ -13,9 +13,11 @@ from pathlib import Path
 
 import pytest
 import torch
+import torch.nn.functional as F
 from einops import rearrange
 
-from minideit import flops, regnet, vit
+from minideit import flops, losses, regnet, vit
+from minideit.data import transforms
 from minideit.data.samplers import RASampler
 from minideit.tools.exercises import CHECKS, EXERCISES, NOTEBOOKS, check, load_function, run_check, write_workspace
 from minideit.tools.exercises.__main__ import main
@@ -104,9 +106,8 @@ def _call_stub(fn, ex_id):
     args = [None] * len(needed)
     if ex_id == "to_normalized_tensor":  # its unmarked guard reads img.mode first
         args[1] = type("Img", (), {"mode": "RGB"})()
-    if ex_id in ("accuracy", "agreement", "scaled_lr"):  # unmarked guards read shapes or the batch size
-        args = {"accuracy": [torch.zeros(2, 3), torch.zeros(2)], "agreement": [torch.zeros(2, 3)] * 2,
-                "scaled_lr": [5e-4, 512]}[ex_id]
+    if ex_id == "accuracy":  # an unmarked guard reads the labels' shape
+        args = [torch.zeros(2, 3), torch.zeros(2)]
     if ex_id == "ema_update":
         args[1] = torch.nn.Linear(1, 1)
     if ex_id == "epoch_indices":
@@ -147,6 +148,23 @@ def _lr_warmup_from_zero(self, step):
     return self.lr_at(step)
 
 
+def _merge_heads_wrong(self, x, return_attn=False):
+    q, k, v = self.split_heads(x)
+    attn = vit.attention_weights(q, k)
+    out = self.proj(rearrange(attn @ v, "b h n d -> b n (d h)"))  # heads interleaved: the classic mistake
+    return (out, attn) if return_attn else out
+
+
+def _step_without_zero_grad(student, teacher, images, labels, optimizer):
+    teacher.eval()
+    with torch.no_grad():
+        teacher_logits = teacher(images)
+    loss = losses.hard_distillation_loss(*student.train()(images), labels, teacher_logits)
+    loss.backward()
+    optimizer.step()
+    return loss.detach()
+
+
 WRONG = [
     ("patchify", lambda x, p: rearrange(x, "b c (h p1) (w p2) -> b (h w) (p1 p2 c)", p1=p, p2=p),
      ["patchify(images (2, 3, 8, 12), patch_size=4)", "channel last"]),
@@ -162,7 +180,13 @@ WRONG = [
     ("drop_path", lambda x, p, training: x * (torch.rand_like(x) > p) / (1 - p) if training and p else x,
      ["dropped in part only"]),
     ("quantized_widths", lambda *a: __import__("numpy").array(regnet.quantized_widths(*a)), [".tolist()"]),
-    ("scaled_lr", lambda base, batch: base * 512 / batch, ["global_batch=1024", "grows with the batch"]),
+    ("attention_forward", _merge_heads_wrong, ["fused=True", "merge the heads back as (h d)"]),
+    ("forward_features", lambda self, x: self.norm(self.blocks[-1](self.embed(x))), ["run every block in order"]),
+    ("hard_distillation_loss", lambda c, d, y, t, a=0.5, base=F.cross_entropy:
+     (1 - a) * base(c, y) + a * F.cross_entropy(d, t.softmax(1)), ["teacher_logits.argmax(dim=1)"]),
+    ("distillation_step", _step_without_zero_grad, ["zero the gradients before backward"]),
+    ("rrc_box", lambda w, h, s=(0.08, 1.0), r=(3 / 4, 4 / 3): (0, 0, *transforms.rrc_box(w, h, s, r)[2:]),
+     ["top offset takes 1 distinct", "random.randint(0, height - h)"]),
 ]
 
 
@@ -230,10 +254,10 @@ def test_cli_init_and_check(tmp_path, capsys):
     assert main(["check", str(ws), "patchify"]) == 0
     assert "PASS patchify" in capsys.readouterr().out
     # a syntax error in one file fails that file's exercises with one line, the others still run
-    (ws / "ex11_imagenet.py").write_text("def scaled_lr(:\n")
-    assert main(["check", str(ws), "patchify", "scaled_lr"]) == 1
+    (ws / "ex11_imagenet.py").write_text("def epoch_indices(:\n")
+    assert main(["check", str(ws), "patchify", "epoch_indices"]) == 1
     out = capsys.readouterr().out
-    assert "PASS patchify" in out and "FAIL scaled_lr (notebook 11): ex11_imagenet.py line 1: SyntaxError" in out
+    assert "PASS patchify" in out and "FAIL epoch_indices (notebook 11): ex11_imagenet.py line 1: SyntaxError" in out
 
 
 @pytest.mark.parametrize("argv, phrase", [
@@ -261,3 +285,44 @@ def test_cli_runs_as_a_module():
                             cwd=ROOT, capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
     assert result.returncode == 0, result.stderr
     assert result.stdout.splitlines() == ["PASS patchify", "PASS lr_at", "2 of 2 passed"]
+
+
+# ---- checks of random samplers accept every correct sampler ---------------------------------------------------
+def _rrc_left_first(width, height, scale=(0.08, 1.0), ratio=(3 / 4, 4 / 3)):
+    """A correct RandomResizedCrop box drawn in another order: aspect before area, left before top."""
+    import math
+    for _ in range(10):
+        aspect = math.exp(random.uniform(math.log(ratio[0]), math.log(ratio[1])))
+        area = width * height * random.uniform(*scale)
+        w, h = int(round(math.sqrt(area * aspect))), int(round(math.sqrt(area / aspect)))
+        if 0 < w <= width and 0 < h <= height:
+            left = random.randint(0, width - w)
+            return random.randint(0, height - h), left, h, w
+    return transforms.rrc_box(width, height, (2.0, 3.0), ratio)  # the deterministic fallback
+
+
+def _erasing_left_first(self, img_h, img_w):
+    import math
+    for _ in range(10):
+        aspect = math.exp(random.uniform(*self.log_aspect))
+        area = random.uniform(self.min_area, self.max_area) * img_h * img_w / self.count
+        h, w = int(round(math.sqrt(area * aspect))), int(round(math.sqrt(area / aspect)))
+        if w < img_w and h < img_h:
+            left = random.randint(0, img_w - w)
+            return random.randint(0, img_h - h), left, h, w
+    return None
+
+
+def _cutmix_column_first(h, w, lam, gen):
+    import math
+    cx = int(torch.randint(0, w, (1,), generator=gen))
+    cy = int(torch.randint(0, h, (1,), generator=gen))
+    cut_h, cut_w = int(h * math.sqrt(1 - lam)), int(w * math.sqrt(1 - lam))
+    return max(cy - cut_h // 2, 0), min(cy + cut_h // 2, h), max(cx - cut_w // 2, 0), min(cx + cut_w // 2, w)
+
+
+@pytest.mark.parametrize("ex_id, fn", [("rrc_box", _rrc_left_first), ("erasing_box", _erasing_left_first),
+                                       ("cutmix_box", _cutmix_column_first)])
+def test_a_sampler_that_draws_in_another_order_passes(ex_id, fn):
+    ok, message = run_check(CHECKS[ex_id], fn)
+    assert ok, message

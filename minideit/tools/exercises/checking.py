@@ -16,6 +16,8 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
+from .learner import reference_code
+
 _LIBRARY_DIRS = tuple(str(Path(m.__file__).parent) for m in (torch, np))
 
 
@@ -127,10 +129,12 @@ def seeded(fn: Callable, seed: int, *args, **kwargs):
 
 
 def run_check(check_fn: Callable, fn: Callable) -> tuple[bool, str]:
-    """Run one check: (True, "") or (False, message). The random states of random, numpy and torch are restored."""
+    """Run one check: (True, "") or (False, message). The random states of random, numpy and torch are restored,
+    and the package's own code is in place during the check (whatever learner code is installed): a piece is
+    checked alone, against the reference."""
     py_state, np_state = random.getstate(), np.random.get_state()
     try:
-        with torch.random.fork_rng(devices=[]):
+        with torch.random.fork_rng(devices=[]), reference_code():
             check_fn(fn)
         return True, ""
     except AssertionError as e:

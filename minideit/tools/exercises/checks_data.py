@@ -1,12 +1,13 @@
 """Checks of the data exercises: transforms (notebooks 00, 09), Mixup/CutMix (09), repeated augmentation (11).
 
-Sampling functions are checked twice: first for properties any correct answer has (the box lies inside the image,
-its area and shape are in range), then against the reference under the same seed, since the package promises
-that a run is a function of its seed. The second message says in which order the reference draws its numbers.
+Sampling functions are checked for properties any correct answer has, never for the reference's order of random
+draws: each box lies inside the image with its area and shape in range, and over many draws the boxes' mean area,
+aspect and position match the reference's (a sampler that draws in another order, or left before top, passes).
 """
 from __future__ import annotations
 
 import math
+import random
 
 import numpy as np
 import torch
@@ -65,11 +66,26 @@ def _check_box_fits(box, label: str, width: int, height: int) -> None:
            f"{label}: box (top={top}, left={left}, h={h}, w={w}) does not lie inside the {width}x{height} image")
 
 
+def _draws(fn, seed: int, n: int, *args) -> list:
+    """n results of a sampling function after seeding Python's and torch's generators once."""
+    random.seed(seed)
+    torch.manual_seed(seed)
+    return [fn(*args) for _ in range(n)]
+
+
+def _compare_mean(label: str, what: str, got: list[float], expected: list[float], tol: float, hint: str) -> None:
+    g, e = sum(got) / len(got), sum(expected) / len(expected)
+    expect(abs(g - e) <= tol, f"{label}: over {len(got)} draws the mean {what} is {g:.3f}, a correct sampler gives "
+                              f"{e:.3f} +- {tol:.3f}; {hint}")
+
+
 def check_rrc_box(fn) -> None:
+    """Any correct sampler passes: each box is checked for its properties, and many boxes for their distribution
+    (compared with the reference's), never for the reference's order of random draws."""
     width, height, scale, ratio = 100, 60, (0.08, 1.0), (3 / 4, 4 / 3)
-    for seed in range(100):
-        label = f"rrc_box({width}, {height}) after random.seed({seed})"
-        box = seeded(call, seed, fn, label, width, height, scale, ratio)
+    label = f"rrc_box({width}, {height}, scale={scale}, ratio=(0.75, 1.333))"
+    boxes = call(_draws, label, fn, 0, 2000, width, height, scale, ratio)
+    for box in boxes:
         _check_box_fits(box, label, width, height)
         top, left, h, w = box
         # w and h are rounded, so the area and the aspect ratio can be off by a rounding step
@@ -77,31 +93,58 @@ def check_rrc_box(fn) -> None:
                f"{label}: box {w}x{h} covers {w * h / (width * height):.3f} of the image, outside scale {scale}")
         expect(ratio[0] * 0.9 <= w / h <= ratio[1] * 1.1, f"{label}: box {w}x{h} has aspect w/h {w / h:.3f}, "
                                                           f"outside ratio ({ratio[0]:.3f}, {ratio[1]:.3f})")
-        expected = seeded(transforms.rrc_box, seed, width, height, scale, ratio)
-        expect(tuple(box) == expected, f"{label}: expected {expected}, got {tuple(box)}: your box is valid but the "
-               "draws differ; per try draw random.uniform(*scale), then random.uniform over the log ratios, round "
-               "w and h, and if they fit draw top = random.randint(0, height - h), then left likewise")
+    reference = _draws(transforms.rrc_box, 1, 2000, width, height, scale, ratio)
+    area = lambda bs: [b[2] * b[3] / (width * height) for b in bs]  # noqa: E731
+    _compare_mean(label, "area fraction", area(boxes), area(reference), 0.04,
+                  "draw the area fraction uniformly in scale (the area, not the side, is uniform) and retry "
+                  "boxes that do not fit")
+    log_aspect = lambda bs: [math.log(b[3] / b[2]) for b in bs]  # noqa: E731
+    _compare_mean(label, "log aspect ratio log(w/h)", log_aspect(boxes), log_aspect(reference), 0.03,
+                  "draw log(w/h) uniformly between log(ratio[0]) and log(ratio[1])")
+    for name, i, size, side in (("top", 0, height, 2), ("left", 1, width, 3)):
+        free = [(b[i], size - b[side]) for b in boxes if size - b[side] > 0]
+        where = [pos / room for pos, room in free]
+        expect(len(set(where)) > 10, f"{label}: the {name} offset takes {len(set(where))} distinct relative "
+                                     f"values over {len(boxes)} boxes; draw it uniformly with random.randint(0, "
+                                     f"{'height - h' if name == 'top' else 'width - w'})")
+        _compare_mean(label, f"relative {name} offset", where,
+                      [b[i] / (size - b[side]) for b in reference if size - b[side] > 0], 0.05,
+                      f"the {name} offset is uniform between 0 and the free room (both ends included)")
     for w, h, scale in [(100, 10, (0.9, 1.0)), (10, 100, (0.9, 1.0)), (50, 50, (1.5, 2.0))]:
         label = f"rrc_box({w}, {h}, scale={scale}) (no box fits: the fallback)"
         compare(tuple(seeded(call, 0, fn, label, w, h, scale, ratio)), transforms.rrc_box(w, h, scale, ratio), label)
 
 
 def check_erasing_box(fn) -> None:
+    """Properties of each box and the distribution of many, as for rrc_box; the order of draws is free."""
+    img_h, img_w = 32, 40
     for count in (1, 2):
         erase = transforms.RandomErasing(p=1.0, count=count)
-        img_h, img_w = 32, 40
-        for seed in range(60):
-            label = f"erasing_box(RandomErasing(count={count}), {img_h}, {img_w}) after random.seed({seed})"
-            box = seeded(call, seed, fn, label, erase, img_h, img_w)
-            expected = seeded(erase.sample_box, seed, img_h, img_w)
-            if expected is None:
-                compare(box, None, label)
+        label = f"erasing_box(RandomErasing(count={count}), {img_h}, {img_w})"
+        boxes = call(_draws, label, lambda *a: fn(erase, *a), 0, 1500, img_h, img_w)
+        lo, hi = erase.min_area / count, erase.max_area / count
+        for box in boxes:
+            if box is None:
                 continue
             _check_box_fits(box, label, img_w, img_h)
-            expect(tuple(box) == expected, f"{label}: expected {expected}, got {tuple(box)}: per try draw the area "
-                   "fraction random.uniform(min_area, max_area), then random.uniform(*self.log_aspect); "
-                   "h = round(sqrt(area * aspect)), w = round(sqrt(area / aspect)); if h < H and w < W draw top "
-                   "= random.randint(0, H - h), then left")
+            top, left, h, w = box
+            expect(h < img_h and w < img_w, f"{label}: box {h}x{w} must be strictly smaller than the image")
+            frac = h * w / (img_h * img_w)
+            expect(lo * 0.7 <= frac <= hi * 1.3, f"{label}: box {h}x{w} covers {frac:.3f} of the image, outside "
+                                                  f"(min_area, max_area) / count = ({lo:.3f}, {hi:.3f})")
+            lo_a, hi_a = (math.exp(a) for a in erase.log_aspect)
+            expect(lo_a * 0.75 <= h / w <= hi_a * 1.35, f"{label}: box {h}x{w} has aspect h/w {h / w:.2f}, "
+                                                        f"outside ({lo_a:.2f}, {hi_a:.2f})")
+        reference = _draws(erase.sample_box, 1, 1500, img_h, img_w)
+        misses = lambda bs: [b is None for b in bs]  # noqa: E731
+        _compare_mean(label, "share of None (no box fitted in 10 tries)", misses(boxes), misses(reference), 0.03,
+                      "try up to 10 boxes, each with a fresh area and aspect, before giving up")
+        area = lambda bs: [b[2] * b[3] / (img_h * img_w) for b in bs if b is not None]  # noqa: E731
+        _compare_mean(label, "area fraction", area(boxes), area(reference), 0.012,
+                      "draw the area uniformly in (min_area, max_area) times H*W / count")
+        top = lambda bs: [b[0] / (img_h - b[2]) for b in bs if b is not None]  # noqa: E731
+        _compare_mean(label, "relative top offset", top(boxes), top(reference), 0.05,
+                      "draw top uniformly with random.randint(0, H - h), left with random.randint(0, W - w)")
     never = transforms.RandomErasing(p=1.0, min_area=1.0, max_area=1.0)
     label = "erasing_box(RandomErasing(min_area=1, max_area=1), 10, 10) (no box fits)"
     compare(seeded(call, 0, fn, label, never, 10, 10), None, label)
@@ -136,21 +179,35 @@ def check_mix_targets(fn) -> None:
 
 
 def check_cutmix_box(fn) -> None:
+    """Each box's properties, then the distribution of the box's centre over many draws (any order of draws)."""
     h, w = 32, 24
-    for seed, lam in [(s, l) for s in range(20) for l in (0.3, 0.75)] + [(0, 1.0), (1, 0.0)]:
-        label = f"cutmix_box({h}, {w}, lam={lam}, gen seeded with {seed})"
-        box = call(fn, label, h, w, lam, torch.Generator().manual_seed(seed))
-        expect(isinstance(box, (tuple, list)) and len(box) == 4 and all(isinstance(v, int) for v in box),
-               f"{label}: expected 4 ints (y0, y1, x0, x1), got {describe(box)}")
-        y0, y1, x0, x1 = box
+    for lam in (0.3, 0.75, 1.0, 0.0):
+        label = f"cutmix_box({h}, {w}, lam={lam}, gen)"
+        gen = torch.Generator().manual_seed(0)
+        boxes = [call(fn, label, h, w, lam, gen) for _ in range(400 if 0 < lam < 1 else 20)]
         cut_h, cut_w = int(h * math.sqrt(1 - lam)), int(w * math.sqrt(1 - lam))
-        expect(0 <= y0 <= y1 <= h and 0 <= x0 <= x1 <= w and y1 - y0 <= cut_h + 1 and x1 - x0 <= cut_w + 1,
-               f"{label}: box rows {y0}:{y1}, columns {x0}:{x1} must lie in the {h}x{w} image and be at most "
-               f"{cut_h}x{cut_w}")
-        expected = mixup.cutmix_box(h, w, lam, torch.Generator().manual_seed(seed))
-        expect(tuple(box) == expected, f"{label}: expected {expected}, got {tuple(box)}; draw cy = "
-               "torch.randint(0, h, (1,), generator=gen) first, then cx = torch.randint(0, w, ...); "
-               "y0 = max(cy - cut_h // 2, 0), y1 = min(cy + cut_h // 2, h), and the same for x")
+        for box in boxes:
+            expect(isinstance(box, (tuple, list)) and len(box) == 4 and all(isinstance(v, int) for v in box),
+                   f"{label}: expected 4 ints (y0, y1, x0, x1), got {describe(box)}")
+            y0, y1, x0, x1 = box
+            expect(0 <= y0 <= y1 <= h and 0 <= x0 <= x1 <= w and y1 - y0 <= cut_h + 1 and x1 - x0 <= cut_w + 1,
+                   f"{label}: box rows {y0}:{y1}, columns {x0}:{x1} must lie in the {h}x{w} image and be at most "
+                   f"{cut_h}x{cut_w} (sides int(h * sqrt(1 - lam)), int(w * sqrt(1 - lam)))")
+            unclipped = cut_h // 2 <= (y0 + y1) / 2 <= h - cut_h // 2 and cut_w // 2 <= (x0 + x1) / 2 <= w - cut_w // 2
+            expect(not unclipped or (y1 - y0 >= cut_h - 1 and x1 - x0 >= cut_w - 1),
+                   f"{label}: box rows {y0}:{y1}, columns {x0}:{x1} lies inside the image but is smaller than "
+                   f"{cut_h}x{cut_w}; only the image border may clip it")
+        if not 0 < lam < 1:
+            continue
+        ref_gen = torch.Generator().manual_seed(1)
+        reference = [mixup.cutmix_box(h, w, lam, ref_gen) for _ in range(400)]
+        area = lambda bs: [(b[1] - b[0]) * (b[3] - b[2]) / (h * w) for b in bs]  # noqa: E731
+        _compare_mean(label, "box area fraction", area(boxes), area(reference), 0.03,
+                      "draw the centre uniformly over the whole image (cy in [0, h), cx in [0, w)) and clip the "
+                      "box to the image: near the border it is cut, which is why lam is recomputed from it")
+        centre = lambda bs: [(b[0] + b[1]) / 2 / h for b in bs]  # noqa: E731
+        _compare_mean(label, "relative row of the box centre", centre(boxes), centre(reference), 0.05,
+                      "draw cy with torch.randint(0, h, (1,), generator=gen)")
 
 
 # ---- notebook 11: the repeated-augmentation sampler --------------------------------------------------------------

@@ -100,6 +100,33 @@ def check_split_heads(fn) -> None:
     ])
 
 
+def check_attention_forward(fn) -> None:
+    torch.manual_seed(3)
+    attn = vit.Attention(dim=12, num_heads=3)
+    x = torch.randn(2, 5, 12)
+    q, k, v = attn.split_heads(x)
+    weights = vit.attention_weights(q, k)
+    heads = weights @ v  # (B, H, N, d)
+    wrong = lambda pattern: attn.proj(rearrange(heads, pattern))  # noqa: E731
+    for fused in (True, False):
+        attn.fused = fused
+        label = f"attention_forward(Attention(dim=12, num_heads=3, fused={fused}), x (2, 5, 12))"
+        got = call(fn, label, attn, x)
+        compare(got, attn(x), label, mistakes=[
+            (wrong("b h n d -> b n (d h)"), "merge the heads back as (h d): head 0's d values first, then head "
+                                            "1's (the layout self.proj's weights expect)"),
+            (rearrange(heads, "b h n d -> b n (h d)"), "apply the output projection self.proj after merging"),
+            (attn.proj(rearrange(weights.transpose(-2, -1) @ v, "b h n d -> b n (h d)")),
+             "multiply the weights by the values as weights @ v: row i of the weights belongs to query i"),
+            (attn.proj(heads.reshape(2, 5, 12)), "a plain reshape of (B, H, N, d) mixes tokens and heads: "
+                                                 "move the head axis next to d first (rearrange or transpose)"),
+        ])
+        expect(got.requires_grad, f"{label}: the output must stay connected to the parameters")
+    label = "attention_forward(Attention(dim=12, num_heads=3), x (2, 5, 12), return_attn=True)"
+    compare(call(fn, label, attn, x, return_attn=True), attn(x, return_attn=True), label,
+            mistakes=[((attn(x), None), "with return_attn=True also return the attention weights (B, H, N, N)")])
+
+
 def check_block_forward(fn) -> None:
     torch.manual_seed(2)
     block = vit.Block(dim=8, num_heads=2).eval()
@@ -127,6 +154,24 @@ def check_block_forward(fn) -> None:
     undropped = block.eval()(x)
     compare(got, seeded(block.train(), 4, x), label, mistakes=[
         (undropped, "apply self.drop_path to each branch's output before adding it to x")])
+
+
+def check_forward_features(fn) -> None:
+    torch.manual_seed(4)
+    model = vit.VisionTransformer(img_size=8, patch_size=4, num_classes=5, embed_dim=8, depth=3, num_heads=2,
+                                  distilled=True).eval()
+    x = torch.randn(2, 3, 8, 8)
+    label = "forward_features(VisionTransformer(depth=3, distilled=True), images (2, 3, 8, 8))"
+    got = call(fn, label, model, x)
+    tokens = model.embed(x)
+    run = lambda t, blocks: [t := b(t) for b in blocks][-1]  # noqa: E731
+    compare(got, model.forward_features(x), label, mistakes=[
+        (run(tokens, model.blocks), "apply the final norm self.norm after the last block"),
+        (model.norm(model.blocks[-1](tokens)), "run every block in order, each on the previous one's output"),
+        (run(model.norm(tokens), model.blocks), "the final norm comes after the blocks, not before"),
+        (model.norm(model.blocks[0](tokens)), "loop over all of self.blocks"),
+    ])
+    expect(got.requires_grad, f"{label}: the output must stay connected to the parameters")
 
 
 # ---- notebook 03: stochastic depth ------------------------------------------------------------------------------
@@ -196,19 +241,6 @@ def check_squeeze_excite(fn) -> None:
 
 
 # ---- notebook 06: the distillation token --------------------------------------------------------------------------
-def check_prefix_tokens(fn) -> None:
-    for distilled in (False, True):
-        model = _tiny_vit(distilled)
-        label = f"prefix_tokens(VisionTransformer(distilled={distilled}), batch_size=3)"
-        got = call(fn, label, model, 3)
-        mistakes = []
-        if distilled:
-            mistakes.append((torch.cat([model.dist_token, model.cls_token], 1).expand(3, -1, -1),
-                             "the class token comes first, then the distillation token"))
-        compare(got, model.prefix_tokens(3), label, mistakes=mistakes)
-        expect(got.requires_grad, f"{label}: the tokens must stay connected to the parameters (no .data/.detach)")
-
-
 def check_forward_head(fn) -> None:
     for distilled in (False, True):
         for training in (True, False):
@@ -254,20 +286,6 @@ def check_transformer_macs(fn) -> None:
             (expected - depth * n * d * d, "count the output projection: N*D^2 per block"),
             (2 * expected, "count multiply-accumulates (the paper's FLOPs), not multiplies plus adds"),
         ])
-
-
-def check_conv_macs(fn) -> None:
-    cases = [(nn.Conv2d(3, 8, 3, padding=1), (1, 3, 8, 8)), (nn.Conv2d(8, 8, 3, 2, 1, groups=4), (2, 8, 9, 9)),
-             (nn.Conv2d(4, 6, 1), (1, 4, 5, 7)), (nn.Conv2d(3, 5, (3, 1)), (1, 3, 6, 6))]
-    for conv, shape in cases:
-        x = torch.randn(shape)
-        out = conv(x)
-        label = f"conv_macs({conv}, input {shape}, output {tuple(out.shape)})"
-        got = call(fn, label, conv, (x,), out)
-        kh, kw = conv.kernel_size
-        compare(got, flops.conv_macs(conv, (x,), out), label, mistakes=[
-            (out.numel() * conv.in_channels * kh * kw,
-             "a grouped convolution connects each output to in_channels / groups input channels only")])
 
 
 # ---- notebook 10: position embeddings at another resolution ------------------------------------------------------

@@ -1,4 +1,5 @@
-"""Checks of the training exercises: metrics (notebooks 03, 07), losses (05, 07), optimiser and EMA (09, 11).
+"""Checks of the training exercises: accuracy (03), losses (05, 07), the distilled training step (07),
+schedule and EMA (09).
 
 Losses are compared by value and by gradient: a loss with the right value but no gradient (a ``.item()`` or a
 ``.detach()`` inside) would not train anything.
@@ -11,7 +12,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from minideit import losses, optim, vit
+from minideit import engine, losses, optim, vit
 from .checking import call, compare, describe, expect
 
 
@@ -93,6 +94,95 @@ def check_soft_term(fn) -> None:
 
 
 # ---- notebook 07: the distillation loss, agreement ---------------------------------------------------------------
+def check_hard_distillation_loss(fn) -> None:
+    torch.manual_seed(6)
+    cls, dist, t = torch.randn(6, 5), torch.randn(6, 5), torch.randn(6, 5) * 3
+    labels = torch.randint(0, 5, (6,))
+    y_t = t.argmax(1)
+    for alpha, base, name in [(0.5, F.cross_entropy, "cross_entropy"), (0.1, F.cross_entropy, "cross_entropy"),
+                              (0.5, losses.LabelSmoothingCrossEntropy(0.1), "LabelSmoothingCrossEntropy(0.1)")]:
+        label = f"hard_distillation_loss(cls (6, 5), dist (6, 5), labels, teacher (6, 5), alpha={alpha}, {name})"
+        got, got_grad = _value_and_grad(lambda c, d: call(fn, label, c, d, labels, t, alpha, base), label,
+                                        [cls, dist])
+        expected, grad = _value_and_grad(lambda c, d: losses.hard_distillation_loss(c, d, labels, t, alpha, base),
+                                         label, [cls, dist])
+        compare(got, expected, label, mistakes=[
+            ((1 - alpha) * base(cls, labels) + alpha * F.cross_entropy(dist, t.softmax(1)),
+             "hard distillation uses the teacher's decision as a label: teacher_logits.argmax(dim=1), not its "
+             "probabilities (that would be soft distillation)"),
+            ((1 - alpha) * base(dist, labels) + alpha * F.cross_entropy(cls, y_t),
+             "the class head learns from the labels, the distillation head from the teacher"),
+            (alpha * base(cls, labels) + (1 - alpha) * F.cross_entropy(dist, y_t),
+             "weigh the label term by 1 - alpha and the teacher term by alpha"),
+            ((1 - alpha) * base(cls, labels) + alpha * base(dist, y_t),
+             "the teacher term is a plain cross-entropy (no label smoothing): F.cross_entropy"),
+            (base(cls, labels) + F.cross_entropy(dist, y_t), "Eq. 3 averages the two terms: weigh them"),
+        ])
+        compare(got_grad, grad, label + " gradient with respect to (cls, dist)")
+
+
+def check_distillation_step(fn) -> None:
+    def setup():
+        torch.manual_seed(12)
+        student = vit.VisionTransformer(img_size=8, patch_size=4, num_classes=5, embed_dim=8, depth=1,
+                                        num_heads=2, distilled=True)
+        # A teacher with BatchNorm and dropout: in training mode it would change its statistics and its output.
+        teacher = nn.Sequential(nn.Flatten(), nn.Linear(3 * 8 * 8, 5), nn.BatchNorm1d(5), nn.Dropout(0.5)).train()
+        for p in student.parameters():
+            p.grad = torch.ones_like(p)  # stale gradients from an earlier step
+        return student, teacher, torch.optim.SGD(student.parameters(), lr=0.5, momentum=0.9)
+    images, labels = torch.randn(4, 3, 8, 8), torch.tensor([0, 1, 2, 3])
+    student, teacher, opt = setup()
+    label = "distillation_step(student DeiT-tiny-ish, teacher with BatchNorm and Dropout, images (4, 3, 8, 8), SGD)"
+    stats = teacher[2].running_mean.clone()
+    weight = teacher[1].weight.detach().clone()
+    got = call(fn, label, student, teacher, images, labels, opt)
+    ref_student, ref_teacher, ref_opt = setup()
+    expected = _engine_step(ref_student, ref_teacher, images, labels, ref_opt)
+    expect(isinstance(got, torch.Tensor) and got.numel() == 1, f"{label}: return the loss, a scalar tensor; "
+                                                              f"got {describe(got)}")
+    expect(not got.requires_grad, f"{label}: return the loss detached (loss.detach()), so that no graph is kept")
+    expect(torch.equal(teacher[2].running_mean, stats), f"{label}: the teacher's BatchNorm statistics changed; "
+                                                        "put the teacher in eval mode (teacher.eval()) first")
+    expect(teacher[1].weight.grad is None and torch.equal(teacher[1].weight, weight),
+           f"{label}: the teacher received gradients or changed; run it under torch.no_grad() (it is frozen)")
+    compare(got, expected, label + ": the loss", mistakes=[
+        (_engine_step(*setup()[:2], images, labels, setup()[2], eval_teacher=False),
+         "run the teacher in eval mode (its dropout and BatchNorm behave differently in training mode)")])
+    got_params, stale = dict(student.named_parameters()), _stale(*setup(), images, labels)
+    for name, p in ref_student.named_parameters():
+        compare(got_params[name], p, f"{label}: parameter {name} after the step", mistakes=[
+            (stale[name], "zero the gradients before backward (optimizer.zero_grad()): they accumulate across "
+                          "steps"),
+            (setup()[0].get_parameter(name), "take the optimizer step (optimizer.step()) after backward"),
+        ])
+    expect(student.training, f"{label}: the student is trained in training mode (student.train())")
+
+
+def _engine_step(student, teacher, images, labels, optimizer, eval_teacher: bool = True) -> torch.Tensor:
+    if eval_teacher:
+        return engine.distillation_step(student, teacher, images, labels, optimizer)
+    with torch.no_grad():
+        t = teacher.train()(images)
+    student.train()
+    loss = losses.hard_distillation_loss(*student(images), labels, t)
+    optimizer.zero_grad()
+    loss.backward()
+    optimizer.step()
+    return loss.detach()
+
+
+def _stale(student, teacher, optimizer, images, labels) -> dict:
+    """Parameters after a step that forgot zero_grad (the stale gradients of setup() add to the new ones)."""
+    teacher.eval()
+    with torch.no_grad():
+        t = teacher(images)
+    loss = losses.hard_distillation_loss(*student.train()(images), labels, t)
+    loss.backward()
+    optimizer.step()
+    return dict(student.named_parameters())
+
+
 def check_distillation_forward(fn) -> None:
     torch.manual_seed(7)
     teacher = nn.Linear(6, 5)
@@ -127,37 +217,7 @@ def check_distillation_forward(fn) -> None:
                                                                     "teacher's logits of this batch, detached)")
 
 
-def check_agreement(fn) -> None:
-    torch.manual_seed(8)
-    a = torch.randn(30, 7)
-    for b, what in [(a + torch.randn(30, 7), "a noisy copy"), (a.clone(), "the same logits"),
-                    (-a, "negated logits")]:
-        label = f"agreement(logits (30, 7), {what})"
-        expected = losses.agreement(a, b)
-        compare(call(fn, label, a, b), expected, label, mistakes=[(1 - expected, "return the agreement, not the "
-                                                                               "disagreement")])
-
-
 # ---- notebook 09: weight decay groups, schedule, EMA ------------------------------------------------------------
-def check_wants_weight_decay(fn) -> None:
-    torch.manual_seed(9)
-    model = vit.VisionTransformer(img_size=8, patch_size=4, num_classes=3, embed_dim=8, depth=1, num_heads=2,
-                                  distilled=True)
-    cases = [(name, p, optim.NO_DECAY_NAMES) for name, p in model.named_parameters()]
-    cases += [("module.pos_embed", torch.zeros(1, 5, 8), optim.NO_DECAY_NAMES),
-              ("encoder.gamma", torch.zeros(4, 4), ("gamma",)), ("encoder.weight", torch.zeros(4, 4), ("gamma",))]
-    wrong = []
-    for name, p, skip in cases:
-        label = f"wants_weight_decay({name!r}, parameter {tuple(p.shape)}, skip_names={skip})"
-        got = call(fn, label, name, p, skip)
-        expected = optim.wants_weight_decay(name, p, skip)
-        expect(isinstance(got, bool), f"{label}: expected a bool, got {describe(got)}")
-        if got != expected:
-            wrong.append(f"{name} {tuple(p.shape)}: expected {expected}, got {got}")
-    expect(not wrong, f"wants_weight_decay is wrong for {len(wrong)} of {len(cases)} parameters: "
-                      + "; ".join(wrong[:4]) + ("; ..." if len(wrong) > 4 else ""))
-
-
 def check_lr_at(fn) -> None:
     settings = [dict(base_lr=1e-3, total_steps=50, warmup_steps=10, warmup_lr=1e-6, min_lr=1e-5),
                 dict(base_lr=5e-4, total_steps=20, warmup_steps=0, warmup_lr=1e-6, min_lr=1e-5),
@@ -197,12 +257,3 @@ def check_ema_update(fn) -> None:
         for name, expected in reference.module.named_buffers():
             compare(got[name], expected, f"after update {update}, the EMA buffer {name}", mistakes=[
                 (before[name], "copy the model's buffers (BatchNorm statistics) into self.module as they are")])
-
-
-# ---- notebook 11: the linear scaling rule ---------------------------------------------------------------------
-def check_scaled_lr(fn) -> None:
-    for base, batch in [(5e-4, 1024), (5e-4, 512), (1e-3, 256), (5e-4, 4096)]:
-        label = f"scaled_lr(base_lr={base}, global_batch={batch})"
-        expected = optim.scaled_lr(base, batch)
-        compare(call(fn, label, base, batch), expected, label, atol=1e-15, rtol=1e-9,
-                mistakes=[(base * 512 / batch, "the learning rate grows with the batch: base_lr * batch / 512")])

@@ -84,16 +84,21 @@ _ALL = [
         "compute self.proj (a p x p convolution with stride p) as patchify(x) times the flattened kernels "
         "plus the bias: (B, N, D)"),
     _ex("embed", 1, f"{_V}:VisionTransformer.embed",
-        "patch-embed the images, put self.prefix_tokens(B) in front of the patch tokens and add "
-        "self.pos_embed: (B, prefix + N, D)"),
+        "patch-embed the images, put the class (and distillation) tokens, self.prefix_tokens(B), in front of "
+        "the patch tokens and add self.pos_embed: (B, prefix + N, D)"),
     _ex("attention_weights", 2, f"{_V}:attention_weights",
         "return softmax(q k^T / sqrt(d)) over the keys: q (B, H, N, d), k (B, H, M, d) -> (B, H, N, M)"),
     _ex("split_heads", 2, f"{_V}:Attention.split_heads",
         "project x (B, N, D) with self.qkv and split it into q, k, v, each (B, H, N, d); each row of the "
         "projection is [q | k | v], each of them self.num_heads contiguous chunks of d values"),
+    _ex("attention_forward", 2, f"{_V}:Attention.forward",
+        "q, k, v = self.split_heads(x); attention_weights(q, k) @ v in each head; merge the heads back to "
+        "(B, N, D), head 0 first; self.proj; return (out, weights) if return_attn (self.fused may be ignored)"),
     _ex("block_forward", 2, f"{_V}:Block.forward",
         "pre-norm block: x + drop_path(attn(norm1(x))), then x + drop_path(mlp(norm2(x))); with "
         "return_attn=True return (x, attention weights) using self.attn(..., return_attn=True)"),
+    _ex("forward_features", 2, f"{_V}:VisionTransformer.forward_features",
+        "images -> self.embed -> every block of self.blocks in order -> self.norm: (B, prefix + N, D)"),
     _ex("accuracy", 3, f"{_L}:accuracy",
         "top-k accuracy in percent for each k in topk (k clipped to the number of classes): a list of "
         "0-dim float tensors"),
@@ -113,28 +118,27 @@ _ALL = [
         "averaged over the batch"),
     _ex("soft_target_ce", 5, f"{_L}:SoftTargetCrossEntropy.forward",
         "mean over the batch of sum_k -target[k] * log_softmax(logits)[k]"),
+    _ex("hard_distillation_loss", 5, f"{_L}:hard_distillation_loss",
+        "paper Eq. 3: (1 - alpha) * base_criterion(cls_logits, labels) + alpha * cross-entropy(dist_logits, "
+        "the teacher's argmax)"),
     _ex("soft_term", 5, f"{_L}:DistillationLoss.soft_term",
         "tau^2 * KL(softmax(teacher/tau) || softmax(student/tau)) summed over batch and classes, divided "
         "by student.numel() if self.kl_normalisation == 'official', by the batch size if 'paper'"),
-    _ex("prefix_tokens", 6, f"{_V}:VisionTransformer.prefix_tokens",
-        "concatenate self.cls_token and, if it is not None, self.dist_token, repeated for the batch: "
-        "(B, 1 or 2, D)"),
     _ex("forward_head", 6, f"{_V}:VisionTransformer.forward_head",
         "token 0 -> self.head; if self.distilled, token 1 -> self.head_dist and return both in training, "
         "their mean in eval mode"),
     _ex("distillation_forward", 7, f"{_L}:DistillationLoss.forward",
         "base loss on the class head, plus for 'soft'/'hard' the teacher term on the distillation head "
         "(the class head for one tensor), weighted (1 - alpha, alpha); set self.last_teacher_logits"),
-    _ex("agreement", 7, f"{_L}:agreement",
-        "fraction of samples on which the two classifiers' top classes agree: a 0-dim float tensor"),
+    _ex("distillation_step", 7, "minideit.engine:distillation_step",
+        "teacher in eval mode under no_grad labels the batch; student in train mode; hard_distillation_loss on "
+        "its two heads; zero the gradients, backward, optimizer.step(); return the loss detached"),
     _ex("token_cosine", 7, f"{_V}:token_cosine",
         "for each state (B, T, D), the cosine similarity of token 0 and token 1 averaged over the batch: "
         "a tensor (len(states),)"),
     _ex("transformer_macs", 8, f"{_F}:transformer_macs",
         "MACs of depth blocks with N tokens of width D: qkv 3*N*D^2, attention 2*N^2*D, projection N*D^2, "
         "MLP 2*r*N*D^2; an int"),
-    _ex("conv_macs", 8, f"{_F}:conv_macs",
-        "MACs of one Conv2d call: output elements x (in_channels / groups) x kernel height x kernel width"),
     _ex("rrc_box", 9, f"{_T}:rrc_box",
         "up to 10 tries: area ~ U(scale) * W*H, log(w/h) ~ U(log ratio), w and h rounded, top then left by "
         "random.randint; if none fits, the centre box with the aspect ratio clamped to ratio"),
@@ -149,8 +153,6 @@ _ALL = [
     _ex("cutmix_box", 9, f"{_M}:cutmix_box",
         "box (y0, y1, x0, x1): sides int(h * sqrt(1-lam)), int(w * sqrt(1-lam)); centre cy then cx drawn "
         "with torch.randint(0, h or w, (1,), generator=gen); half a side each way, clipped to the image"),
-    _ex("wants_weight_decay", 9, f"{_O}:wants_weight_decay",
-        "True for parameters with ndim > 1 whose last dotted name part is not in skip_names"),
     _ex("lr_at", 9, f"{_O}:CosineWarmupSchedule.lr_at",
         "linear from warmup_lr to base_lr over warmup_steps, then cosine from base_lr to min_lr at "
         "total_steps (held after); 'constant' keeps base_lr after the warm-up"),
@@ -163,8 +165,6 @@ _ALL = [
     _ex("epoch_indices", 11, f"{_S}:RASampler.epoch_indices",
         "repeat each index of order num_repeats times in place, wrap around to num_replicas * per_rank, "
         "take every num_replicas-th from rank, keep num_selected"),
-    _ex("scaled_lr", 11, f"{_O}:scaled_lr",
-        "the linear scaling rule: base_lr * global_batch / 512"),
 ]
 
 EXERCISES: dict[str, Exercise] = {ex.id: ex for ex in _ALL}
