@@ -180,3 +180,50 @@ def test_a_link_out_of_the_repository_is_broken(tmp_path):
 def broken_links_in(text: str, source: Path) -> list[str]:
     return [t for t in link_targets(text)
             if (p := local_path(t, source)) is not None and not (p.exists() and inside_repository(p))]
+
+
+# --- Verdicts on the paper's claims: stated once, in book/results/, quoted word for word --------------------------
+
+RESULTS = ROOT / "book" / "results"
+QUOTED_VERDICT = re.compile(r"^> (.*\*\*(?:yes|no)\*\*.*?)(?: \(\[[^\]]*\]\(([^)]*)\)\))?$", re.M)
+
+
+def results_verdicts() -> dict[str, str]:
+    """Each verdict line of book/results/*.md (without its bullet) -> the page that states it."""
+    return {line[2:]: page.name for page in sorted(RESULTS.glob("*.md"))
+            for line in page.read_text(encoding="utf-8").splitlines()
+            if line.startswith("- ") and re.search(r"\*\*(?:yes|no)\*\*", line)}
+
+
+def misquoted_verdicts(text: str) -> list[str]:
+    """Blockquoted verdicts in `text` that are not a results page's words, or that link to another page."""
+    verdicts, wrong = results_verdicts(), []
+    for m in QUOTED_VERDICT.finditer(text):
+        quote, link = m.group(1), m.group(2)
+        if quote not in verdicts:
+            wrong.append(f"not in book/results: {quote[:80]}...")
+        elif not link or Path(link).name != verdicts[quote]:
+            wrong.append(f"should link results/{verdicts[quote]}: {quote[:80]}...")
+    return wrong
+
+
+@pytest.mark.parametrize("path", documents(), ids=lambda p: str(p.relative_to(ROOT)))
+def test_quoted_verdicts_are_the_results_words(path):
+    if path.is_relative_to(RESULTS):
+        return
+    wrong = misquoted_verdicts(markdown_of(path))
+    assert not wrong, f"{path.relative_to(ROOT)}: " + "; ".join(wrong)
+
+
+def test_readme_and_chapter_07_quote_the_distillation_verdict():
+    verdict = next(v for v, page in results_verdicts().items() if page == "distillation.md"
+                   and v.startswith("hard distillation > soft"))
+    for doc in (ROOT / "README.md", ROOT / "book" / "07_distillation_experiments.md"):
+        assert f"> {verdict}" in doc.read_text(encoding="utf-8"), f"{doc.name} does not quote: {verdict[:60]}"
+
+
+def test_a_changed_word_in_a_quoted_verdict_is_caught():
+    verdict, page = next(iter(results_verdicts().items()))
+    assert not misquoted_verdicts(f"> {verdict} ([x](results/{page}))")
+    assert misquoted_verdicts(f"> {verdict} Clearly. ([x](results/{page}))")
+    assert misquoted_verdicts(f"> {verdict} ([x](results/README.md))")
