@@ -18,11 +18,15 @@ PROGRESS_BAR = re.compile(r"\d+%\|[^|]*\|")  # tqdm's text bar: "epoch 1/8:  50%
 
 
 def output_text(output: dict) -> str:
-    """What an output shows as text: a stream's text, or a result's text/plain."""
+    """What an output shows as text: a stream's text, or a result's text/plain. A widget (tqdm's notebook bar) is
+    one live bar that its frontend draws and removes, not a line of text, so it shows none."""
+    data = output.get("data", {})
     if output.get("output_type") == "stream":
         text = output.get("text", "")
+    elif "application/vnd.jupyter.widget-view+json" in data:
+        text = ""
     else:
-        text = output.get("data", {}).get("text/plain", "")
+        text = data.get("text/plain", "")
     return "".join(text) if isinstance(text, list) else text
 
 
@@ -100,5 +104,8 @@ def test_the_check_fails_on_a_flood_of_progress_bars():
 def test_the_check_passes_a_short_summary():
     nb = crafted(stream("\repoch 1/1: 100%|██████████| 2/2 [00:03<00:00,  1.86s/it]", "stderr"),
                  stream("the run's configuration: {see config.json}\ntrained in 15 s: validation top-1 8.6%\n"),
-                 {"output_type": "execute_result", "data": {"text/plain": "{'test_acc1': 8.6}"}})
+                 {"output_type": "execute_result", "data": {"text/plain": "{'test_acc1': 8.6}"}},
+                 *[{"output_type": "display_data",  # tqdm.notebook's bars: widgets, whose text/plain is the bar
+                    "data": {"application/vnd.jupyter.widget-view+json": {"model_id": str(i)},
+                             "text/plain": f"epoch {i}/8: 100%|██████████| 2/2 [00:03<00:00]"}} for i in range(8)])
     assert stray_output(nb) == []
