@@ -9,7 +9,7 @@ Presets (each cites where it comes from):
 * ``demo`` (what runs with no arguments): the whole recipe in miniature on the synthetic data: a small RegNetY
   teacher, then a small distilled DeiT with hard distillation. Minutes on a laptop CPU.
 * ``cifar``: DeiT-Ti at 32×32 with 4×4 patches on CIFAR-10, the small-data setting of the literature
-  (about 80–91% after 200 epochs with strong augmentation; PAPER_FACTS "Small-data context").
+  (about 80–91% after 200 epochs with strong augmentation; book/paper_facts.md, "Small-data context").
 * ``full-imagenet``: Table 9 at ImageNet scale (300 epochs, global batch 1024, AdamW 5e-4×1024/512, ...), DeiT-B⚗
   with the official RegNetY-16GF teacher (paper: 83.4% top-1; 53 h on 8 V100s).
 * ``finetune-384``: §6 "Fine-tuning at different resolution": 30 epochs at 384, lr 5e-6 constant, weight decay

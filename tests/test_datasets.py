@@ -285,3 +285,45 @@ def test_build_dataset_synthetic_passes_options_through():
     img, label = train[0]
     assert img.size == (16, 16) and 0 <= label < 4
     assert not np.array_equal(np.asarray(train[0][0]), np.asarray(val[0][0]))  # different splits
+
+
+@pytest.mark.parametrize('asked', ['imagenet', 'folder', 'cifar100'])
+def test_a_cifar10_folder_read_as_another_data_set_names_the_flag(tmp_path, asked):
+    # `--data-path data/cifar` without `--data-set` is read as ImageNet: the fix is a flag, not prepare_imagenet.py
+    write_cifar(tmp_path, 10)
+    with pytest.raises(ValueError) as err:
+        check_data_path(asked, tmp_path)
+    message = str(err.value)
+    assert '--data-set cifar10 reads' in message and 'CIFAR-10' in message and '\n' not in message, message
+    assert 'prepare_imagenet' not in message and 'make_fake_imagenet' not in message, message
+    check_data_path('cifar10', tmp_path)  # and that flag does read it
+
+
+@pytest.mark.parametrize('where', ['root', 'inside'])
+def test_a_cifar100_folder_read_as_imagenet_names_the_flag(tmp_path, where):
+    write_cifar(tmp_path, 100)
+    path = tmp_path if where == 'root' else tmp_path / 'cifar-100-python'
+    with pytest.raises(ValueError, match=r'--data-set cifar100 reads'):
+        check_data_path('imagenet', path)
+
+
+def test_a_cifar_archive_not_yet_unpacked_names_the_flag(tmp_path):
+    (tmp_path / 'cifar-10-python.tar.gz').write_bytes(b'')
+    with pytest.raises(ValueError, match=r'--data-set cifar10 reads'):
+        check_data_path('imagenet', tmp_path)
+
+
+def test_a_class_folder_tree_read_as_cifar_names_the_flag(tmp_path, fake):
+    with pytest.raises(ValueError) as err:
+        check_data_path('cifar10', fake[0])
+    assert '--data-set folder reads' in str(err.value) and 'download_cifar' not in str(err.value), str(err.value)
+
+
+def test_a_broken_class_folder_tree_read_as_imagenet_gets_no_flag_advice(tmp_path):
+    # imagenet and folder read the same layout, so suggesting --data-set folder would not help
+    (tmp_path / 'train' / 'n01').mkdir(parents=True)
+    (tmp_path / 'train' / 'n02').mkdir()
+    (tmp_path / 'val' / 'n01').mkdir(parents=True)
+    with pytest.raises(ValueError) as err:
+        check_data_path('imagenet', tmp_path)
+    assert '--data-set' not in str(err.value) and 'differ' in str(err.value), str(err.value)

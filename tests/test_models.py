@@ -8,7 +8,7 @@ from minideit.flops import transformer_macs
 from minideit.regnet import REGNETY_CONFIGS, regnet_stages
 from minideit.vit import Attention, PatchEmbed, attention_weights, drop_path, patchify, resize_pos_embed
 
-# PAPER_FACTS.md: the reference implementation's exact counts with 1000 classes.
+# book/paper_facts.md: the reference implementation's exact counts with 1000 classes.
 OFFICIAL_PARAMS = {
     "deit_tiny_patch16_224": 5_717_416, "deit_small_patch16_224": 22_050_664, "deit_base_patch16_224": 86_567_656,
     "deit_tiny_distilled_patch16_224": 5_910_800, "deit_small_distilled_patch16_224": 22_436_432,

@@ -9,7 +9,8 @@ Every dataset returns `(PIL.Image in RGB, int)` (or `(transform(img), int)`) and
   all DataLoader workers, and serves the next readable image instead; only a long run of failures in a
   row (a broken disk or a wrong folder, not one bad file) stops training, with the files named;
 * `check_data_path` checks the layout before anything heavy happens and, when it is wrong, says in one
-  line what is missing and which `data_scripts/` command makes it.
+  line what is missing and which `data_scripts/` command makes it, or, when the folder holds another data
+  set (CIFAR batches, a class-folder tree), which `--data-set` reads it.
 """
 from __future__ import annotations
 
@@ -272,8 +273,38 @@ def check_data_path(name: str, data_path: str | Path | None) -> None:
             command = f'python data_scripts/download_cifar.py --from-file {archive} --out {root}'
     else:
         problem = _folder_problem(root)
-    if problem:
-        raise ValueError(f'{problem}; expected {layout}; make it with: {command}')
+    if not problem:
+        return
+    guess = guess_data_set(root) if root.is_dir() else None
+    same_reader = guess == 'folder' and name == 'imagenet'  # both read class folders: no other flag would help
+    if guess and guess != name and not same_reader:
+        # the folder holds another data set: the fix is a flag, not a download (`--data-path data/cifar` without
+        # `--data-set` is read as the default, ImageNet)
+        raise ValueError(f'{problem}; it looks like {DATA_SET_LOOKS[guess]}, which --data-set {guess} reads '
+                         f'(this run asked for {name})')
+    raise ValueError(f'{problem}; expected {layout}; make it with: {command}')
+
+
+# what each data set's files look like on disk, said in words for the error above
+DATA_SET_LOOKS = {'cifar10': 'CIFAR-10 (the python batches data_batch_1..5, test_batch)',
+                  'cifar100': 'CIFAR-100 (the python files train, test, meta)',
+                  'folder': 'a class-folder tree (train/<class>/ and val/<class>/)'}
+
+
+def guess_data_set(root: Path) -> str | None:
+    """Which data set the folder `root` holds, judged from names only: 'cifar10', 'cifar100', 'folder' or None.
+
+    A class-folder tree is reported as 'folder' (ImageNet is one too, and `--data-set folder` reads any such tree).
+    A downloaded but unpacked CIFAR archive counts: `--data-set cifar10` then says how to unpack it."""
+    for n in (10, 100):
+        folder = find_cifar_dir(root, n)
+        archive = root / ('cifar-10-python.tar.gz' if n == 10 else 'cifar-100-python.tar.gz')
+        # CIFAR-100's train/test are files; a class-folder tree's train/val are folders
+        if any((folder / f).is_file() for f in _cifar_files(n)) or archive.is_file():
+            return f'cifar{n}'
+    if (root / 'train').is_dir() and (root / 'val').is_dir() and find_classes(root / 'train'):
+        return 'folder'
+    return None
 
 
 SYNTHETIC_ONLY = {'img_size', 'num_classes', 'seed', 'num_samples'}

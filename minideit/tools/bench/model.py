@@ -24,7 +24,7 @@ from minideit.tools.bench.common import (add_common_flags, check_common, device_
 
 INFERENCE_MODELS = [f"deit_{s}{d}_patch16_224" for d in ("", "_distilled") for s in ("tiny", "small", "base")] + [
     "deit_base_patch16_384", "deit_base_distilled_patch16_384", "regnety_160"]
-# Paper Table 1 (V100, fp32, largest batch); regnety_160's figure is not in PAPER_FACTS.md.
+# Paper Table 1 (V100, fp32, largest batch); regnety_160's figure is not in book/paper_facts.md.
 PAPER_V100_IMG_S = {"deit_tiny_patch16_224": 2536, "deit_small_patch16_224": 940, "deit_base_patch16_224": 292,
                     "deit_tiny_distilled_patch16_224": 2529, "deit_small_distilled_patch16_224": 936,
                     "deit_base_distilled_patch16_224": 291, "deit_base_patch16_384": 85.9,
