@@ -42,7 +42,7 @@ _MODULES: dict[Path, tuple[float, object]] = {}  # workspace file → (mtime, mo
 # 1. Where the workspace is, and whether a function has been written
 # ----------------------------------------------------------------------------------------------------------------
 def workspace_dir(directory: str | Path | None = None) -> Path | None:
-    """The workspace to use: ``directory``, else $MINIDEIT_WORKSPACE, else ./my_deit or ../my_deit; None if absent."""
+    """The workspace to use: ``directory``, else $MINIDEIT_WORKSPACE, else my_deit/ in the current folder or its parent (notebooks run in notebooks/); None if absent."""
     if directory is not None:
         return Path(directory)
     if os.environ.get("MINIDEIT_WORKSPACE"):
