@@ -224,13 +224,12 @@ def check_nonfinite(totals: EpochTotals, limit: int) -> None:
 # Evaluation: top-1/top-5 of every head, the teacher, and their agreement (paper Tables 3 and 4)
 # ----------------------------------------------------------------------------------------------------------------
 def head_logits(model: nn.Module, images: torch.Tensor) -> dict[str, torch.Tensor]:
-    """{'joint': ..., and for a distilled DeiT 'cls' and 'dist'}: every classifier the paper reports."""
+    """{'joint': ..., and for a distilled DeiT 'cls' and 'dist'}: every classifier the paper reports, as the model
+    computes them (``VisionTransformer.head_logits``); a model without heads (the RegNet teacher) has only 'joint'."""
     model = unwrap(model)
-    if not getattr(model, "distilled", False):
+    if not hasattr(model, "head_logits"):
         return {"joint": model(images)}
-    tokens = model.forward_features(images)
-    cls_logits, dist_logits = model.head(tokens[:, 0]), model.head_dist(tokens[:, 1])
-    return {"cls": cls_logits, "dist": dist_logits, "joint": (cls_logits + dist_logits) / 2}
+    return model.head_logits(model.forward_features(images))
 
 
 @torch.no_grad()

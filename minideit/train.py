@@ -32,9 +32,10 @@ from .config import TrainConfig
 from .data.datasets import UnreadableDataError
 from .distributed import DistInfo, all_gather_object, all_reduce_max, barrier, cleanup, init_distributed
 from .engine import EpochTotals, NonFiniteLossError, evaluate, train_one_epoch
-from .losses import DistillationLoss, LabelSmoothingCrossEntropy, SoftTargetCrossEntropy, prepare_teacher
+from .losses import DistillationLoss, LabelSmoothingCrossEntropy, SoftTargetCrossEntropy
 from .models import DEIT_CONFIGS, check_model_name, create_model
 from .optim import CosineWarmupSchedule, ModelEma, OfficialEpochSchedule, build_optimizer, scaled_lr
+from .regnet import prepare_teacher
 from .weights import CheckpointError, adapt_pos_embed, check_compatible, resolve_state_dict
 
 

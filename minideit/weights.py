@@ -126,10 +126,10 @@ def resolve_state_dict(source: str | Path | Mapping[str, Any]) -> dict[str, torc
         else:
             raise CheckpointError(f"'{text}' is neither an existing file, an URL, nor an official model name "
                                   f"({', '.join(OFFICIAL_FILES)})")
-    return unwrap(obj)
+    return state_dict_of(obj)
 
 
-def unwrap(obj: Any) -> dict[str, torch.Tensor]:
+def state_dict_of(obj: Any) -> dict[str, torch.Tensor]:
     """``{'model': sd}`` → sd (the official format; also 'state_dict'); strips a DistributedDataParallel prefix."""
     if not isinstance(obj, Mapping):
         raise CheckpointError(f"the checkpoint holds a {type(obj).__name__}, not a state dict")
