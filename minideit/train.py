@@ -761,11 +761,14 @@ def run_epoch(r: Run, epoch: int, start_step: int = 0, totals: EpochTotals | Non
     progress = progress_bar(r, len(loader), epoch)
 
     def after_step(step: int, totals: EpochTotals) -> bool:
-        if r.signals.requested(dist, step, cfg.log_every):
+        """Step checkpoints, and the stop a signal asked for (True), with this step's checkpoint written."""
+        saved = bool(cfg.save_every_steps) and step % cfg.save_every_steps == 0
+        if saved:
             save_checkpoint(r, r.out / "checkpoint.pth", epoch, step, totals)
+        if r.signals.requested(dist, step, cfg.log_every):  # also a signal that came during that save
+            if not saved:
+                save_checkpoint(r, r.out / "checkpoint.pth", epoch, step, totals)
             return True
-        if cfg.save_every_steps and step % cfg.save_every_steps == 0:
-            save_checkpoint(r, r.out / "checkpoint.pth", epoch, step, totals)
         return False
 
     try:

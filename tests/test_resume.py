@@ -13,6 +13,8 @@ from pathlib import Path
 import pytest
 import torch
 
+pytestmark = pytest.mark.slow  # several short training processes each (seconds apiece on an idle 2-core CPU)
+
 ROOT = Path(__file__).resolve().parents[1]
 
 # Tiny: 16-pixel images (16 tokens), 32 of them, batch 8: 4 optimiser steps per epoch, seconds per run.
@@ -111,8 +113,10 @@ def test_sigkill_mid_epoch_then_resume_is_bitwise_equal(straight, tmp_path):
     assert_bitwise_equal(straight, out)
 
 
-@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGUSR1])
-def test_preemption_signal_writes_a_checkpoint_and_the_requeued_run_continues_bitwise(straight, tmp_path, sig):
+def test_sigterm_writes_a_checkpoint_and_the_requeued_run_continues_bitwise(straight, tmp_path):
+    """What SLURM or Kubernetes does to a preempted job; SIGUSR1 (sbatch --signal) takes the same path
+    (tests/test_train_failures.py sends it in-process)."""
+    sig = signal.SIGTERM
     out = tmp_path / "preempted"
     proc = start(out)
     wait_for(proc, lambda: (out / "config.json").is_file(), "the run's start")
