@@ -146,7 +146,8 @@ def payload_checksum(ckpt: dict) -> str:
 
 
 def load_training_checkpoint(path: str | os.PathLike, map_location="cpu", fallback: str = "") -> dict:
-    """Load a checkpoint written by our train.py, with one-line errors for the usual mistakes.
+    """Load a checkpoint written by our train.py, with one-line errors for the usual mistakes; a file whose
+    contents do not match its stored checksum is refused, naming ``fallback`` (e.g. best_checkpoint.pth).
 
     Our checkpoints hold optimizer, RNG and argument objects that torch's safe loader refuses, so this uses
     torch.load(weights_only=False), which can run code embedded in the file: only resume from files you wrote
@@ -161,7 +162,8 @@ def load_training_checkpoint(path: str | os.PathLike, map_location="cpu", fallba
         # torch's messages run over several sentences and lines; the first sentence says enough.
         reason = (str(e).strip().splitlines() or [type(e).__name__])[0].split(". ")[0][:100]
         raise ValueError(f"{path} is not a readable PyTorch checkpoint ({reason}); "
-                         "it may be truncated or a different kind of file") from None
+                         "it may be truncated or a different kind of file"
+                         + (f"; resume from {fallback} instead (--resume {fallback})" if fallback else "")) from None
     if not isinstance(ckpt, dict) or "model" not in ckpt:
         raise ValueError(f"{path} is not a minideit training checkpoint (no 'model' key); "
                          "to start from weights only, use --finetune instead of --resume")

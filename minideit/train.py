@@ -3,9 +3,12 @@
 With no arguments it runs the demo: the paper's recipe in miniature on synthetic data (a small RegNetY teacher, then
 a small DeiT⚗ with hard distillation, then a table of every head's accuracy). ``--full-imagenet`` is Table 9.
 
-The order of things in :func:`run` is the order of a run: check every input (before any model is built, so that a
-typo costs a second, not a model build), set up processes and data, build student and teacher, optimiser, schedule,
-resume, then epochs of train → evaluate → log → checkpoint.
+The order of things in :func:`run` is the order of a run: ``check_inputs`` (every value, the data, the teacher file,
+the checkpoint to resume; nothing is written and no model built before it passes, so a typo costs a second and
+never damages a run), ``start_output`` (the first writes), ``build_run`` (the :class:`Run`: student, teacher,
+optimiser, schedule, EMA), ``restore`` (every state of a checkpoint), then ``train``: epochs of train → evaluate →
+log → checkpoint (``run_epoch``), the training step itself being ``engine.train_one_epoch``. Stop signals
+(SIGTERM, SIGUSR1, Ctrl-C) end the step, write a checkpoint and leave with 128 + the signal's number.
 """
 from __future__ import annotations
 
