@@ -256,7 +256,8 @@ def check_inputs(cfg: TrainConfig, dist: DistInfo) -> Plan:
         data = build_data(cfg, dist)
     except ValueError as e:
         raise UsageError(str(e)) from None
-    check_data(cfg, data[0], data[2], accum)
+    if not cfg.eval:
+        check_data(cfg, data[0], data[2], accum)
     lr = cfg.lr if cfg.unscale_lr else scaled_lr(cfg.lr, global_batch)
     plan = Plan(num_classes, accum, global_batch, lr, data)
     if cfg.distillation_type != "none" and cfg.teacher_path:
