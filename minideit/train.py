@@ -481,7 +481,7 @@ def build_run(cfg: TrainConfig, dist: DistInfo, plan: Plan, signals: "StopSignal
         batch_aug = DeviceAugment(cfg.reprob, mixup=mixup)
     optimizer = build_optimizer(model, cfg.opt, lr=plan.lr, weight_decay=cfg.weight_decay, momentum=cfg.momentum,
                                 fused=True, decay_dist_token=cfg.decay_dist_token)
-    steps_per_epoch = plan.data[2].num_samples // cfg.batch_size // plan.accum
+    steps_per_epoch = max(1, plan.data[2].num_samples // cfg.batch_size // plan.accum)  # >= 1 checked unless --eval
     schedule = build_schedule(cfg, optimizer, plan.lr, steps_per_epoch)
     ema = ModelEma(model, cfg.model_ema_decay) if cfg.model_ema else None
     scaler = torch.amp.GradScaler("cuda") if device.type == "cuda" and cfg.amp == "fp16" else None
