@@ -2,11 +2,14 @@
 
 A training checkpoint (written by train.py) is a dict with the official keys
     model, optimizer, lr_scheduler, epoch, model_ema, scaler, args
-plus what exact resume needs: rng (from `rng_state()`), sampler, mixup, step, best_acc1.
+plus what exact resume needs: rng (from `rng_state()`), sampler, mixup, step, best_acc1, and a checksum of all of
+it (`payload_checksum`), checked on load so that a damaged file is refused instead of silently resumed.
 """
 from __future__ import annotations
 
+import hashlib
 import os
+import pickle
 import random
 import tempfile
 from pathlib import Path
@@ -37,6 +40,44 @@ def save_atomic(obj, path: str | os.PathLike) -> None:
         Path(tmp).unlink(missing_ok=True)
         raise
     _fsync_dir(path.parent)
+
+
+def link_atomic(source: str | os.PathLike, path: str | os.PathLike) -> None:
+    """Make `path` a second name of the complete file `source`, atomically (best_checkpoint.pth).
+
+    A hard link under a temporary name, renamed over `path`: no byte is copied, and a kill at any moment leaves
+    either the previous `path` or the new one. Where the file system has no hard links, a copy takes the
+    link's place under the same temporary-name-then-rename rule.
+    """
+    source, path = Path(source), Path(path)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        os.unlink(tmp)  # mkstemp reserved a unique name; the link takes it
+        try:
+            os.link(source, tmp)
+        except OSError:
+            import shutil
+            shutil.copyfile(source, tmp)
+            with open(tmp, "rb+") as f:
+                os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    _fsync_dir(path.parent)
+
+
+def remove_stale_temporaries(directory: str | os.PathLike) -> list[Path]:
+    """Delete the `.<name>.*.tmp` files that a killed save left behind (a SIGKILL runs no cleanup); call it at
+    the start of a run, before anything else writes there. Returns what was removed."""
+    directory = Path(directory)
+    if not directory.is_dir():
+        return []
+    stale = [p for p in directory.glob(".*.pth.*.tmp") if p.is_file()]
+    for p in stale:
+        p.unlink(missing_ok=True)
+    return stale
 
 
 def _fsync_dir(directory: Path) -> None:
@@ -75,8 +116,38 @@ def set_rng_state(state: dict) -> None:
             torch.cuda.set_rng_state(s, device)
 
 
-def load_training_checkpoint(path: str | os.PathLike, map_location="cpu") -> dict:
-    """Load a checkpoint written by our train.py, with one-line errors for the usual mistakes.
+def payload_checksum(ckpt: dict) -> str:
+    """SHA-256 over every value of a checkpoint except the checksum itself, in key order.
+
+    Tensors contribute dtype, shape and raw bytes; everything else (RNG states, arguments, numbers) its pickle.
+    Computed on the objects, not the file, so it is the same before saving and after loading.
+    """
+    h = hashlib.sha256()
+
+    def add(obj) -> None:
+        if isinstance(obj, torch.Tensor):
+            t = obj.detach().cpu().contiguous()
+            h.update(f"tensor {t.dtype} {tuple(t.shape)}".encode())
+            h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+        elif isinstance(obj, dict):
+            h.update(f"dict {len(obj)}".encode())
+            for k, v in obj.items():
+                h.update(repr(k).encode())
+                add(v)
+        elif isinstance(obj, (list, tuple)):
+            h.update(f"{type(obj).__name__} {len(obj)}".encode())
+            for v in obj:
+                add(v)
+        else:
+            h.update(pickle.dumps(obj, protocol=4))
+
+    add({k: v for k, v in ckpt.items() if k != "payload_checksum"})
+    return h.hexdigest()
+
+
+def load_training_checkpoint(path: str | os.PathLike, map_location="cpu", fallback: str = "") -> dict:
+    """Load a checkpoint written by our train.py, with one-line errors for the usual mistakes; a file whose
+    contents do not match its stored checksum is refused, naming ``fallback`` (e.g. best_checkpoint.pth).
 
     Our checkpoints hold optimizer, RNG and argument objects that torch's safe loader refuses, so this uses
     torch.load(weights_only=False), which can run code embedded in the file: only resume from files you wrote
@@ -91,8 +162,14 @@ def load_training_checkpoint(path: str | os.PathLike, map_location="cpu") -> dic
         # torch's messages run over several sentences and lines; the first sentence says enough.
         reason = (str(e).strip().splitlines() or [type(e).__name__])[0].split(". ")[0][:100]
         raise ValueError(f"{path} is not a readable PyTorch checkpoint ({reason}); "
-                         "it may be truncated or a different kind of file") from None
+                         "it may be truncated or a different kind of file"
+                         + (f"; resume from {fallback} instead (--resume {fallback})" if fallback else "")) from None
     if not isinstance(ckpt, dict) or "model" not in ckpt:
         raise ValueError(f"{path} is not a minideit training checkpoint (no 'model' key); "
                          "to start from weights only, use --finetune instead of --resume")
+    stored = ckpt.get("payload_checksum")
+    if stored is not None and stored != payload_checksum(ckpt):
+        raise ValueError(f"{path} is damaged: its contents do not match the checksum written with it; "
+                         + (f"resume from {fallback} instead (--resume {fallback})" if fallback else
+                            "resume from an earlier copy (best_checkpoint.pth in the same folder)"))
     return ckpt

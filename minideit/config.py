@@ -11,7 +11,9 @@ Presets (each cites where it comes from):
 * ``cifar``: DeiT-Ti at 32×32 with 4×4 patches on CIFAR-10, the small-data setting of the literature
   (about 80–91% after 200 epochs with strong augmentation; book/paper_facts.md, "Small-data context").
 * ``full-imagenet``: Table 9 at ImageNet scale (300 epochs, global batch 1024, AdamW 5e-4×1024/512, ...), DeiT-B⚗
-  with the official RegNetY-16GF teacher (paper: 83.4% top-1; 53 h on 8 V100s).
+  with the official RegNetY-16GF teacher (paper: 83.4% top-1; 53 h on 8 V100s). As the official run, it updates
+  the learning rate once per epoch, one epoch late, and decays the distillation token (book chapter 12); the
+  other presets and the defaults use a per-iteration schedule and keep both tokens out of weight decay.
 * ``finetune-384``: §6 "Fine-tuning at different resolution": 30 epochs at 384, lr 5e-6 constant, weight decay
   1e-8, global batch 512, from the official 224 weights (paper: DeiT-B⚗↑384 85.2%, 20 h).
 """
@@ -19,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import functools
 import os
 from dataclasses import dataclass, field
 
@@ -64,6 +67,8 @@ class TrainConfig:
     weight_decay: float = 0.05
     momentum: float = 0.9
     sched: str = "cosine"
+    sched_update: str = "step"  # step: per iteration (ours); epoch: the official per-epoch value, one epoch late
+    decay_dist_token: bool = False  # True: weight decay on dist_token too, as the official run did
     warmup_epochs: int = 5
     warmup_lr: float = 1e-6
     min_lr: float = 1e-5
@@ -109,88 +114,128 @@ PRESETS: dict[str, dict] = {
         global_batch_size=1024, epochs=300, lr=5e-4, weight_decay=0.05, warmup_epochs=5, drop_path=0.1,
         model_ema=True, distillation_type="hard", teacher_model="regnety_160", teacher_path="regnety_160",
         num_workers=10, output_dir="runs/full-imagenet",
+        sched_update="epoch", decay_dist_token=True,  # what the official run did (book chapter 12)
     ),
     "finetune-384": dict(
         model="deit_base_distilled_patch16_384", data_set="imagenet", input_size=384, batch_size=32,
         global_batch_size=512, epochs=30, lr=5e-6, unscale_lr=True, weight_decay=1e-8, warmup_epochs=0,
         sched="constant", min_lr=5e-6, finetune="deit_base_distilled_patch16_224", distillation_type="hard",
         teacher_model="regnety_160", teacher_path="regnety_160", output_dir="runs/finetune-384",
+        sched_update="epoch", decay_dist_token=True,  # the official main.py ran the fine-tuning too
     ),
 }
 
 
 def _add_flags(p: argparse.ArgumentParser) -> None:
-    """Every flag's default is SUPPRESS so that only the flags the user typed override a preset."""
-    S = argparse.SUPPRESS
-    add = p.add_argument
-    add("--preset", choices=sorted(PRESETS), default=S, help="start from a named preset (see minideit/config.py)")
+    """Every flag's default is SUPPRESS so that only the flags the user typed override a preset; the help shows the
+    dataclass default, which a preset may change. Flags are named as in the official main.py where it has them."""
+    add = functools.partial(_add_one, p)
+    bool_flag = argparse.BooleanOptionalAction
+    add("--preset", choices=sorted(PRESETS), help="start from a named preset (see minideit/config.py)")
     add("--full-imagenet", dest="full_imagenet", action="store_true", default=False,
         help="the paper's Table 9 recipe at ImageNet scale (same as --preset full-imagenet)")
     add("--demo", action="store_true", default=False, help="the built-in demo (what runs with no arguments)")
-    add("--model", default=S)
-    add("--input-size", "--input_size", dest="input_size", type=int, default=S)
-    add("--drop-path", "--drop_path", dest="drop_path", type=float, default=S)
-    add("--pretrained", action="store_true", default=S, help="start from / evaluate the official weights")
-    add("--finetune", default=S, help="checkpoint path, URL or official name to fine-tune from")
+    add = functools.partial(_add_one, p.add_argument_group("model"))
+    add("--model", help="model name, e.g. deit_tiny_patch16_224 or regnety_160 (python -c 'import minideit; "
+                        "print(minideit.list_models())')")
+    add("--input-size", "--input_size", dest="input_size", type=int, help="image side in pixels")
+    add("--drop-path", "--drop_path", dest="drop_path", type=float,
+        help="stochastic depth rate of the last block, in [0, 1) (Table 9: 0.1)")
+    add("--pretrained", action="store_true", help="start from / evaluate the official weights of --model")
+    add("--finetune", help="checkpoint path, URL or official name to start from; another input size or class count "
+                           "is fine (position embeddings are resized, new heads created)")
+    add = functools.partial(_add_one, p.add_argument_group("data"))
     add("--data-set", "--data_set", dest="data_set", choices=["synthetic", "cifar10", "cifar100", "imagenet", "folder"],
-        default=S)
-    add("--data-path", "--data_path", dest="data_path", default=S)
-    add("--num-samples", dest="num_samples", type=int, default=S, help="synthetic data: training images")
-    add("--batch-size", "--batch_size", dest="batch_size", type=int, default=S, help="per process and micro-step")
-    add("--global-batch-size", dest="global_batch_size", type=int, default=S,
-        help="global batch; gradient accumulation is derived from it")
-    add("--accum-steps", dest="accum_steps", type=int, default=S)
-    add("--num-workers", "--num_workers", dest="num_workers", type=int, default=S)
-    add("--repeated-aug", dest="repeated_aug", action=argparse.BooleanOptionalAction, default=S)
-    add("--gpu-aug", dest="gpu_aug", action=argparse.BooleanOptionalAction, default=S,
+        help="which dataset --data-path holds (synthetic needs none)")
+    add("--data-path", "--data_path", dest="data_path", help="folder of the dataset")
+    add("--num-samples", dest="num_samples", type=int, help="synthetic data only: training images (0: its default)")
+    add("--batch-size", "--batch_size", dest="batch_size", type=int, help="images per process and micro-step")
+    add("--global-batch-size", dest="global_batch_size", type=int,
+        help="images per optimiser step over all processes; accumulation is derived from it (0: not used)")
+    add("--accum-steps", dest="accum_steps", type=int, help="micro-steps per optimiser step (gradient accumulation)")
+    add("--num-workers", "--num_workers", dest="num_workers", type=int, help="data loader processes (0: load in "
+                                                                             "the training process)")
+    add("--repeated-aug", dest="repeated_aug", action=bool_flag, help="repeated augmentation, 3 copies (§6)")
+    add("--gpu-aug", dest="gpu_aug", action=bool_flag,
         help="loader workers stop at uint8; normalisation and random erasing run on the device")
-    add("--aa", default=S, help="RandAugment config, e.g. rand-m9-mstd0.5-inc1; '' or none to disable")
-    add("--color-jitter", "--color_jitter", dest="color_jitter", type=float, default=S)
-    add("--reprob", type=float, default=S)
-    add("--smoothing", type=float, default=S)
-    add("--mixup", type=float, default=S)
-    add("--cutmix", type=float, default=S)
-    add("--mixup-prob", "--mixup_prob", dest="mixup_prob", type=float, default=S)
-    add("--mixup-switch-prob", "--mixup_switch_prob", dest="mixup_switch_prob", type=float, default=S)
-    add("--epochs", type=int, default=S)
-    add("--opt", choices=["adamw", "sgd"], default=S)
-    add("--lr", type=float, default=S, help="learning rate for a global batch of 512 (scaled linearly)")
-    add("--unscale-lr", dest="unscale_lr", action="store_true", default=S, help="use --lr as given")
-    add("--weight-decay", "--weight_decay", dest="weight_decay", type=float, default=S)
-    add("--momentum", type=float, default=S)
-    add("--sched", choices=["cosine", "constant"], default=S)
-    add("--warmup-epochs", "--warmup_epochs", dest="warmup_epochs", type=int, default=S)
-    add("--warmup-lr", "--warmup_lr", dest="warmup_lr", type=float, default=S)
-    add("--min-lr", "--min_lr", dest="min_lr", type=float, default=S)
-    add("--clip-grad", "--clip_grad", dest="clip_grad", type=float, default=S)
-    add("--model-ema", "--model_ema", dest="model_ema", action=argparse.BooleanOptionalAction, default=S)
-    add("--model-ema-decay", "--model_ema_decay", dest="model_ema_decay", type=float, default=S)
+    add = functools.partial(_add_one, p.add_argument_group("augmentation (Table 9)"))
+    add("--aa", help="RandAugment config, e.g. rand-m9-mstd0.5-inc1; '' or none to disable")
+    add("--color-jitter", "--color_jitter", dest="color_jitter", type=float,
+        help="colour jitter strength (used only without RandAugment)")
+    add("--reprob", type=float, help="random erasing probability")
+    add("--smoothing", type=float, help="label smoothing, in [0, 1)")
+    add("--mixup", type=float, help="Mixup alpha (0: off)")
+    add("--cutmix", type=float, help="CutMix alpha (0: off)")
+    add("--mixup-prob", "--mixup_prob", dest="mixup_prob", type=float, help="probability to mix a batch at all")
+    add("--mixup-switch-prob", "--mixup_switch_prob", dest="mixup_switch_prob", type=float,
+        help="probability to use CutMix rather than Mixup when both are on")
+    add = functools.partial(_add_one, p.add_argument_group("optimisation (Table 9)"))
+    add("--epochs", type=int, help="training epochs")
+    add("--opt", choices=["adamw", "sgd"], help="optimiser (sgd: Nesterov momentum, Table 8's ablation)")
+    add("--lr", type=float, help="learning rate for a global batch of 512, scaled linearly to the real one")
+    add("--unscale-lr", dest="unscale_lr", action="store_true", help="use --lr as given, without the scaling")
+    add("--weight-decay", "--weight_decay", dest="weight_decay", type=float, help="AdamW weight decay")
+    add("--decay-dist-token", dest="decay_dist_token", action=bool_flag,
+        help="weight decay on the distillation token too, as the official run did (book chapter 12)")
+    add("--momentum", type=float, help="SGD momentum")
+    add("--sched", choices=["cosine", "constant"], help="learning-rate shape after the warm-up")
+    add("--sched-update", dest="sched_update", choices=["step", "epoch"],
+        help="step: a new lr every iteration; epoch: the official per-epoch value, one epoch late (chapter 12)")
+    add("--warmup-epochs", "--warmup_epochs", dest="warmup_epochs", type=int,
+        help="linear warm-up epochs (a shorter run simply ends inside the warm-up)")
+    add("--warmup-lr", "--warmup_lr", dest="warmup_lr", type=float, help="learning rate at the start of warm-up")
+    add("--min-lr", "--min_lr", dest="min_lr", type=float, help="learning rate at the end of the cosine")
+    add("--clip-grad", "--clip_grad", dest="clip_grad", type=float, help="gradient-norm clipping (0: off)")
+    add("--model-ema", "--model_ema", dest="model_ema", action=bool_flag,
+        help="keep an exponential moving average of the weights (official main.py: on)")
+    add("--model-ema-decay", "--model_ema_decay", dest="model_ema_decay", type=float, help="EMA decay per step")
+    add("--max-nonfinite", dest="max_nonfinite", type=int,
+        help="stop after this many optimiser steps in a row with a NaN/inf loss (each is skipped; 0: never stop)")
+    add = functools.partial(_add_one, p.add_argument_group("distillation (§4)"))
     add("--distillation-type", "--distillation_type", dest="distillation_type", choices=["none", "soft", "hard"],
-        default=S)
-    add("--distillation-alpha", "--distillation_alpha", dest="distillation_alpha", type=float, default=S)
-    add("--distillation-tau", "--distillation_tau", dest="distillation_tau", type=float, default=S)
-    add("--kl-normalisation", dest="kl_normalisation", choices=["official", "paper"], default=S)
-    add("--teacher-model", "--teacher_model", dest="teacher_model", default=S)
-    add("--teacher-path", "--teacher_path", dest="teacher_path", default=S,
+        help="none, soft (KL to the teacher's softened output) or hard (the teacher's argmax as a label)")
+    add("--distillation-alpha", "--distillation_alpha", dest="distillation_alpha", type=float,
+        help="weight of the distillation term, in [0, 1]")
+    add("--distillation-tau", "--distillation_tau", dest="distillation_tau", type=float,
+        help="softmax temperature of soft distillation")
+    add("--kl-normalisation", dest="kl_normalisation", choices=["official", "paper"],
+        help="how the soft KL term is averaged (official code vs paper's Eq. 2)")
+    add("--teacher-model", "--teacher_model", dest="teacher_model", help="teacher architecture")
+    add("--teacher-path", "--teacher_path", dest="teacher_path",
         help="teacher checkpoint: path, URL or official name (regnety_160)")
-    add("--output-dir", "--output_dir", dest="output_dir", default=S)
-    add("--resume", default=S, help="checkpoint to resume from, or 'auto' for OUTPUT_DIR/checkpoint.pth if present")
-    add("--eval", action="store_true", default=S, help="only evaluate (--resume PATH, --pretrained or --finetune)")
-    add("--seed", type=int, default=S)
-    add("--device", default=S, help="auto, cpu, cuda or cuda:N")
-    add("--amp", choices=["bf16", "fp16", "off"], default=S, help="mixed precision on CUDA")
-    add("--compile", action="store_true", default=S, help="torch.compile the student (and the teacher)")
-    add("--fused-attn", dest="fused_attn", action=argparse.BooleanOptionalAction, default=S)
-    add("--save-every-steps", dest="save_every_steps", type=int, default=S)
-    add("--eval-every", dest="eval_every", type=int, default=S,
-        help="evaluate every N epochs and after the last (default 1: every epoch, as the official code)")
-    add("--log-every", dest="log_every", type=int, default=S)
+    add = functools.partial(_add_one, p.add_argument_group("run"))
+    add("--output-dir", "--output_dir", dest="output_dir",
+        help="folder for config.json, log.jsonl, checkpoint.pth and best_checkpoint.pth")
+    add("--resume", help="checkpoint to continue, or 'auto' for OUTPUT_DIR/checkpoint.pth if present")
+    add("--eval", action="store_true", help="only evaluate (--resume PATH, --pretrained or --finetune)")
+    add("--seed", type=int, help="seed of everything random (initialisation, data order, augmentation)")
+    add("--device", help="auto, cpu, cuda or cuda:N")
+    add("--amp", choices=["bf16", "fp16", "off"], help="mixed precision, on CUDA only (a CPU run is full precision)")
+    add("--compile", action="store_true", help="torch.compile the student (and the teacher)")
+    add("--fused-attn", dest="fused_attn", action=bool_flag, help="fused scaled-dot-product attention kernel")
+    add("--save-every-steps", dest="save_every_steps", type=int,
+        help="also write checkpoint.pth every N optimiser steps inside an epoch (0: at epoch ends only)")
+    add("--eval-every", dest="eval_every", type=int, help="evaluate every N epochs and after the last")
+    add("--log-every", dest="log_every", type=int, help="update the progress line every N optimiser steps")
+
+
+def _add_one(target, *flags, help: str, **kwargs) -> None:
+    """add_argument with the flag's TrainConfig default appended to its help, and SUPPRESS as its parsed default."""
+    defaults = {f.name: f.default for f in dataclasses.fields(TrainConfig) if f.default is not dataclasses.MISSING}
+    dest = kwargs.get("dest") or flags[0].lstrip("-").replace("-", "_")
+    if dest in defaults:
+        shown = defaults[dest]
+        help += " (default: '')" if shown == "" else f" (default: {shown})"
+    target.add_argument(*flags, default=kwargs.pop("default", argparse.SUPPRESS), help=help, **kwargs)
 
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="python -m minideit.train",
-        description="Train or evaluate DeiT. With no arguments: the built-in demo on synthetic data.")
+        description="Train or evaluate DeiT. With no arguments: the built-in demo on synthetic data.",
+        epilog="Defaults shown are TrainConfig's (the official main.py, Table 9); --preset, --full-imagenet and "
+               "--demo change some of them, and flags you type override the preset. Presets: "
+               + ", ".join(sorted(PRESETS)) + " (minideit/config.py).")
     _add_flags(p)
     return p
 

@@ -96,6 +96,13 @@ def all_reduce_sum(tensor: torch.Tensor) -> torch.Tensor:
     return tensor
 
 
+def all_reduce_max(tensor: torch.Tensor) -> torch.Tensor:
+    """The largest value of `tensor` over all processes, in place (e.g. "has any process been asked to stop?")."""
+    if dist.is_initialized():
+        dist.all_reduce(tensor, op=dist.ReduceOp.MAX)
+    return tensor
+
+
 def all_gather_object(obj) -> list:
     """Every rank's `obj` as a list indexed by rank (e.g. per-rank RNG states for exact resume)."""
     if not dist.is_initialized():

@@ -3,30 +3,43 @@
 With no arguments it runs the demo: the paper's recipe in miniature on synthetic data (a small RegNetY teacher, then
 a small DeiT⚗ with hard distillation, then a table of every head's accuracy). ``--full-imagenet`` is Table 9.
 
-The order of things in :func:`run` is the order of a run: check every input (before any model is built, so that a
-typo costs a second, not a model build), set up processes and data, build student and teacher, optimiser, schedule,
-resume, then epochs of train → evaluate → log → checkpoint.
+The order of things in :func:`run` is the order of a run: ``check_inputs`` (every value, the data, the teacher file,
+the checkpoint to resume; nothing is written and no model built before it passes, so a typo costs a second and
+never damages a run), ``start_output`` (the first writes), ``build_run`` (the :class:`Run`: student, teacher,
+optimiser, schedule, EMA), ``restore`` (every state of a checkpoint), then ``train``: epochs of train → evaluate →
+log → checkpoint (``run_epoch``), the training step itself being ``engine.train_one_epoch``. Stop signals
+(SIGTERM, SIGUSR1, Ctrl-C) end the step, write a checkpoint and leave with 128 + the signal's number.
 """
 from __future__ import annotations
 
 import dataclasses
+import importlib.util
 import json
-import shutil
+import math
+import os
+import random
+import signal
 import sys
+import threading
+from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import torch
 import torch.nn as nn
 
 from . import config as config_mod
-from .checkpoint import load_training_checkpoint, rng_state, save_atomic, set_rng_state
+from .checkpoint import (link_atomic, load_training_checkpoint, payload_checksum, remove_stale_temporaries,
+                         rng_state, save_atomic, set_rng_state)
 from .config import TrainConfig
 from .curves import write_curves
-from .distributed import DistInfo, all_gather_object, barrier, cleanup, init_distributed
-from .engine import NonFiniteLossError, evaluate, train_one_epoch, unwrap
-from .losses import DistillationLoss, LabelSmoothingCrossEntropy, SoftTargetCrossEntropy, prepare_teacher
+from .data.datasets import UnreadableDataError
+from .distributed import DistInfo, all_gather_object, all_reduce_max, barrier, cleanup, init_distributed
+from .engine import EpochTotals, NonFiniteLossError, evaluate, train_one_epoch
+from .losses import DistillationLoss, LabelSmoothingCrossEntropy, SoftTargetCrossEntropy
 from .models import DEIT_CONFIGS, check_model_name, create_model
-from .optim import CosineWarmupSchedule, ModelEma, build_optimizer, scaled_lr
+from .optim import CosineWarmupSchedule, ModelEma, OfficialEpochSchedule, build_optimizer, scaled_lr
+from .regnet import prepare_teacher
 from .weights import CheckpointError, adapt_pos_embed, check_compatible, resolve_state_dict
 
 
@@ -34,8 +47,20 @@ class UsageError(ValueError):
     """Bad input found before training starts; the message is the one line the user sees."""
 
 
+class RunError(RuntimeError):
+    """The run cannot go on (a full disk, data that cannot be read); the message is one line."""
+
+
+class RunStopped(Exception):
+    """A signal stopped the run after a checkpoint was written; main exits with 128 + the signal's number."""
+
+    def __init__(self, signum: int, message: str):
+        super().__init__(message)
+        self.signum = signum
+
+
 # ----------------------------------------------------------------------------------------------------------------
-# 1. Checks that run before any model is built
+# 1. Checks that run before anything is written or any model is built
 # ----------------------------------------------------------------------------------------------------------------
 def model_overrides(name: str, input_size: int, given: dict | None = None) -> dict:
     """Extra constructor arguments: a RegNetY on small images keeps resolution in its stem."""
@@ -55,8 +80,52 @@ def num_classes_of(cfg: TrainConfig) -> int:
     return len(find_classes(Path(cfg.data_path) / "train"))
 
 
+# (setting, lowest, highest, lowest allowed itself, highest allowed itself): the numbers a run accepts.
+RANGES = [
+    ("lr", 0, None, False, None), ("warmup_lr", 0, None, True, None), ("min_lr", 0, None, True, None),
+    ("weight_decay", 0, None, True, None), ("momentum", 0, 1, True, True), ("clip_grad", 0, None, True, None),
+    ("drop_path", 0, 1, True, False), ("smoothing", 0, 1, True, False), ("reprob", 0, 1, True, True),
+    ("color_jitter", 0, None, True, None), ("mixup", 0, None, True, None), ("cutmix", 0, None, True, None),
+    ("mixup_prob", 0, 1, True, True), ("mixup_switch_prob", 0, 1, True, True),
+    ("model_ema_decay", 0, 1, True, True), ("distillation_alpha", 0, 1, True, True),
+    ("distillation_tau", 0, None, False, None),
+    ("batch_size", 1, None, True, None), ("accum_steps", 1, None, True, None), ("num_workers", 0, None, True, None),
+    ("warmup_epochs", 0, None, True, None), ("log_every", 1, None, True, None), ("eval_every", 1, None, True, None),
+    ("save_every_steps", 0, None, True, None), ("max_nonfinite", 0, None, True, None),
+    ("global_batch_size", 0, None, True, None), ("num_samples", 0, None, True, None),
+    ("input_size", 1, None, True, None),
+]
+
+
+def check_ranges(cfg: TrainConfig) -> None:
+    """One line for a number outside what the recipe can use (NaN included)."""
+    for name, lo, hi, lo_ok, hi_ok in RANGES:
+        value, flag = getattr(cfg, name), "--" + name.replace("_", "-")
+        if isinstance(value, float) and not math.isfinite(value):
+            raise UsageError(f"{flag} must be a finite number, got {value}")
+        below = value < lo if lo_ok else value <= lo
+        above = hi is not None and (value > hi if hi_ok else value >= hi)
+        if below or above:
+            high = f" and {'<=' if hi_ok else '<'} {hi}" if hi is not None else ""
+            raise UsageError(f"{flag} must be {'>=' if lo_ok else '>'} {lo}{high}, got {value}")
+    if cfg.epochs <= 0 and not cfg.eval:
+        raise UsageError(f"--epochs must be positive, got {cfg.epochs}")
+
+
+def check_output_dir(cfg: TrainConfig) -> None:
+    """The output folder must be a folder we can write to (it need not exist yet)."""
+    out = Path(cfg.output_dir).expanduser()
+    if out.exists() and not out.is_dir():
+        raise UsageError(f"--output-dir {out} is a file, not a folder; pass a folder (it is created if needed)")
+    existing = next(p for p in [out, *out.parents] if p.exists())
+    if not existing.is_dir() or not os.access(existing, os.W_OK | os.X_OK):
+        raise UsageError(f"--output-dir {out} cannot be written ({existing} is read-only or not yours); "
+                         f"pass a folder on a writable disk")
+
+
 def validate(cfg: TrainConfig, world_size: int) -> None:
     """Raise UsageError (one line) for anything wrong in the configuration; touches no model weights."""
+    check_ranges(cfg)
     for name in filter(None, [cfg.model, cfg.teacher_model if cfg.distillation_type != "none" else ""]):
         try:
             check_model_name(name)
@@ -66,12 +135,6 @@ def validate(cfg: TrainConfig, world_size: int) -> None:
         p = DEIT_CONFIGS[cfg.model].patch_size
         raise UsageError(f"--input-size {cfg.input_size} is not divisible by the patch size {p} of {cfg.model}; "
                          f"use a multiple of {p} such as {round(cfg.input_size / p) * p or p}")
-    if cfg.batch_size <= 0:
-        raise UsageError(f"--batch-size must be positive, got {cfg.batch_size}")
-    if cfg.epochs <= 0 and not cfg.eval:
-        raise UsageError(f"--epochs must be positive, got {cfg.epochs}")
-    if cfg.eval_every < 1:
-        raise UsageError(f"--eval-every must be a positive number of epochs, got {cfg.eval_every}")
     if cfg.global_batch_size:
         per_step = cfg.batch_size * world_size
         if cfg.global_batch_size % per_step:
@@ -93,6 +156,7 @@ def validate(cfg: TrainConfig, world_size: int) -> None:
     if cfg.eval and not (cfg.resume or cfg.pretrained or cfg.finetune):
         raise UsageError("--eval needs weights: --resume CHECKPOINT, --pretrained (official weights of --model), "
                          "or --finetune CHECKPOINT")
+    check_output_dir(cfg)
     try:
         num_classes_of(cfg)
     except ValueError as e:
@@ -112,6 +176,99 @@ def check_weights_file(model_name: str, source: str, num_classes: int, input_siz
         return state
     except CheckpointError as e:
         raise UsageError(f"{what} {source}: {e}") from None
+
+
+def check_data(cfg: TrainConfig, train_set, train_sampler, accum: int) -> None:
+    """The data can feed at least one optimiser step per epoch, and some of its images can be read."""
+    per_step = cfg.batch_size * accum
+    if train_sampler.num_samples < per_step:
+        raise UsageError(f"an epoch has {train_sampler.num_samples} training images per process but one optimiser "
+                         f"step needs {per_step} (--batch-size {cfg.batch_size} × {accum} accumulation steps); "
+                         f"lower --batch-size (or --accum-steps / --global-batch-size)")
+    if hasattr(train_set, "load"):  # files on disk: try a few, spread over the set, before building anything
+        n = len(train_set)
+        tried, reasons = sorted({i * n // 8 for i in range(8)}), []
+        for i in tried:
+            try:
+                train_set.load(i)
+                return
+            except Exception as e:
+                reason = (str(e).strip().splitlines() or [""])[0][:100]
+                reasons.append(f"{train_set.samples[i][0]} ({type(e).__name__}{': ' + reason if reason else ''})")
+        raise UsageError(f"none of the {len(tried)} training images tried in {train_set.root} could be read "
+                         f"(first: {reasons[0]}); the data is damaged or not images: re-run the data_scripts "
+                         f"preparation")
+
+
+def check_resume(ckpt: dict, path: str, cfg: TrainConfig, num_classes: int) -> None:
+    """A resumed run must be the same network: same model, input size and class count (--finetune changes them)."""
+    args = ckpt.get("args") or {}
+    if args.get("model", cfg.model) != cfg.model:
+        raise UsageError(f"{path} is a checkpoint of {args.get('model')}, not of --model {cfg.model}; "
+                         f"pass the same --model or another --output-dir")
+    differences = []
+    if args.get("input_size", cfg.input_size) != cfg.input_size:
+        differences.append(f"input size {args['input_size']} (this run: --input-size {cfg.input_size})")
+    head = next((ckpt["model"][k] for k in ("head.weight", "head.fc.weight") if k in ckpt["model"]), None)
+    if head is not None and head.shape[0] != num_classes:
+        differences.append(f"{head.shape[0]} classes (this run's data: {num_classes})")
+    if differences:
+        raise UsageError(f"{path} was trained with {' and '.join(differences)}; --resume continues a run unchanged; "
+                         f"to train on from it with another input size or class count, start a new --output-dir "
+                         f"with --finetune {path}")
+
+
+def find_resume(cfg: TrainConfig) -> str:
+    if cfg.resume == "auto":
+        candidate = Path(cfg.output_dir) / "checkpoint.pth"
+        return str(candidate) if candidate.is_file() else ""
+    return cfg.resume
+
+
+def load_resume(path: str, cfg: TrainConfig) -> dict:
+    best = Path(path).with_name("best_checkpoint.pth")
+    fallback = str(best) if best.is_file() and Path(path).name != best.name else ""
+    try:
+        return load_training_checkpoint(path, fallback=fallback)
+    except (ValueError, FileNotFoundError) as e:
+        raise UsageError(str(e)) from None
+
+
+@dataclass
+class Plan:
+    """What the checks found out, handed to the build so that nothing is read twice."""
+    num_classes: int
+    accum: int
+    global_batch: int
+    lr: float
+    data: tuple  # train_set, val_set, train_sampler, val_sampler
+    teacher_state: dict | None = None
+    ckpt: dict | None = None
+    resume_path: str = ""
+
+
+def check_inputs(cfg: TrainConfig, dist: DistInfo) -> Plan:
+    """Every check, in the order a user would fix things; raises UsageError. Writes nothing, builds no model."""
+    validate(cfg, dist.world_size)
+    num_classes = num_classes_of(cfg)
+    accum = accumulation(cfg, dist.world_size)
+    global_batch = cfg.batch_size * dist.world_size * accum
+    try:  # library checks (a bad --aa string, an unreadable dataset file) say what is wrong in one line
+        data = build_data(cfg, dist)
+    except ValueError as e:
+        raise UsageError(str(e)) from None
+    if not cfg.eval:
+        check_data(cfg, data[0], data[2], accum)
+    lr = cfg.lr if cfg.unscale_lr else scaled_lr(cfg.lr, global_batch)
+    plan = Plan(num_classes, accum, global_batch, lr, data)
+    if cfg.distillation_type != "none" and cfg.teacher_path:
+        plan.teacher_state = check_weights_file(cfg.teacher_model, cfg.teacher_path, num_classes, cfg.input_size,
+                                                "--teacher-path", model_overrides(cfg.teacher_model, cfg.input_size))
+    plan.resume_path = find_resume(cfg)
+    if plan.resume_path:
+        plan.ckpt = load_resume(plan.resume_path, cfg)
+        check_resume(plan.ckpt, plan.resume_path, cfg, num_classes)
+    return plan
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -152,10 +309,66 @@ def build_data(cfg: TrainConfig, dist: DistInfo):
     return train_set, val_set, train_sampler, val_sampler
 
 
+def sample_seed(seed: int, epoch: int, rank: int, position: int) -> int:
+    """The seed of the `position`-th sample of an epoch on process `rank` (the trailing 1 keeps these streams
+    apart from the loader's per-worker seeds, which have four entries)."""
+    return int(np.random.SeedSequence([seed, epoch, rank, position, 1]).generate_state(1)[0])
+
+
+class SeededSampler(torch.utils.data.Sampler):
+    """Wraps the training sampler to yield (index, seed): every image's augmentation is a function of
+    (seed, epoch, rank, position in the epoch) alone, not of which loader worker happens to load it or what that
+    worker loaded before. This is what makes a resume in the middle of an epoch exact, with any --num-workers."""
+
+    def __init__(self, sampler, seed: int, rank: int):
+        self.sampler, self.seed, self.rank = sampler, seed, rank
+
+    def __iter__(self):
+        for position, index in enumerate(self.sampler, self.sampler.start):
+            yield index, sample_seed(self.seed, self.sampler.epoch, self.rank, position)
+
+    def __len__(self) -> int:
+        return len(self.sampler)
+
+
+class SeededDataset(torch.utils.data.Dataset):
+    """Loads ``dataset[index]`` with Python's, numpy's and torch's CPU generators seeded from the sampler's seed.
+
+    In the training process itself (--num-workers 0) the generators are put back afterwards, so drop path draws
+    the same numbers whatever the number of workers. In a loader worker the stop signals are ignored: the main
+    process decides when to stop, and a worker killed by SIGTERM would abort the step it is finishing.
+    """
+
+    def __init__(self, dataset):
+        self.dataset = dataset
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, item: tuple[int, int]):
+        index, seed = item
+        in_worker = torch.utils.data.get_worker_info() is not None
+        if in_worker:
+            ignore_stop_signals()
+        saved = None if in_worker else (random.getstate(), np.random.get_state(), torch.get_rng_state())
+        random.seed(seed)
+        np.random.seed(seed)
+        torch.random.default_generator.manual_seed(seed)  # the CPU generator only: CUDA's serves drop path
+        try:
+            return self.dataset[index]
+        finally:
+            if saved is not None:
+                random.setstate(saved[0])
+                np.random.set_state(saved[1])
+                torch.set_rng_state(saved[2])
+
+
 def make_loader(cfg: TrainConfig, dataset, sampler, epoch: int, train: bool, dist: DistInfo):
-    """One epoch's loader; workers are seeded from (seed, epoch, rank), so the copies of an image that repeated
-    augmentation sends to different ranks are augmented differently."""
+    """One epoch's loader. Training images are seeded one by one (SeededSampler/SeededDataset); the workers' own
+    seeds, from (seed, epoch, rank, worker), then only matter to a transform that draws from elsewhere."""
     from .data.loader import build_loader
+    if train:
+        dataset, sampler = SeededDataset(dataset), SeededSampler(sampler, cfg.seed, dist.rank)
     return build_loader(dataset, cfg.batch_size if train else cfg.batch_size * 2, sampler, cfg.num_workers,
                         cfg.seed, epoch, drop_last=train, pin_memory=dist.device.type == "cuda", rank=dist.rank)
 
@@ -215,60 +428,230 @@ def build_criterion(cfg: TrainConfig, teacher: nn.Module | None, mixup_active: b
                             cfg.kl_normalisation)
 
 
-# ----------------------------------------------------------------------------------------------------------------
-# 3. Checkpoints
-# ----------------------------------------------------------------------------------------------------------------
-def save_checkpoint(path: Path, cfg, model, optimizer, schedule, ema, scaler, mixup, epoch: int, step: int,
-                    best_acc1: float, dist: DistInfo, epoch_done: bool) -> None:
-    """The official keys (model, optimizer, lr_scheduler, epoch, model_ema, scaler, args) plus what exact resume
-    needs: every process's random states, the Mixup generator and where in the epoch we are.
-
-    ``epoch`` is the epoch being trained; ``epoch_done`` says whether it is finished (then ``step`` is ignored) or
-    ``step`` optimiser steps into it (a mid-epoch checkpoint, ``--save-every-steps``)."""
-    rngs = all_gather_object(rng_state())  # every rank's; only rank 0 writes
-    if not dist.is_main:
-        return
-    save_atomic({
-        "model": unwrap(model).state_dict(),
-        "optimizer": optimizer.state_dict(),
-        "lr_scheduler": schedule.state_dict(),
-        "epoch": epoch if epoch_done else epoch - 1,  # the last *completed* epoch, as in the official code
-        "model_ema": ema.state_dict() if ema is not None else None,
-        "scaler": scaler.state_dict() if scaler is not None else None,
-        "args": config_mod.to_dict(cfg),
-        "rng": rngs,
-        "mixup": mixup.state_dict() if mixup is not None else None,
-        "sampler": {"epoch": epoch, "steps_done": None if epoch_done else step},
-        "best_acc1": best_acc1,
-        "world_size": dist.world_size,
-    }, path)
+def build_schedule(cfg: TrainConfig, optimizer, lr: float, steps_per_epoch: int) -> CosineWarmupSchedule:
+    """Per-iteration warm-up + cosine (default), or the official per-epoch one with its lag (--sched-update epoch)."""
+    total, warmup = cfg.epochs * steps_per_epoch, cfg.warmup_epochs * steps_per_epoch
+    if cfg.sched_update == "epoch":
+        return OfficialEpochSchedule(optimizer, lr, total, warmup, cfg.warmup_lr, cfg.min_lr, cfg.sched,
+                                     steps_per_epoch=steps_per_epoch)
+    return CosineWarmupSchedule(optimizer, lr, total, warmup, cfg.warmup_lr, cfg.min_lr, cfg.sched)
 
 
-def find_resume(cfg: TrainConfig) -> str:
-    if cfg.resume == "auto":
-        candidate = Path(cfg.output_dir) / "checkpoint.pth"
-        return str(candidate) if candidate.is_file() else ""
-    return cfg.resume
+@dataclass
+class Run:
+    """The parts of one training run, built once by :func:`build_run` and handed whole to each epoch."""
+    cfg: TrainConfig
+    dist: DistInfo
+    plan: Plan
+    model: nn.Module  # the plain student: state dicts, evaluation, EMA
+    train_model: nn.Module  # the same student under DDP and/or torch.compile: what the training step calls
+    teacher: nn.Module | None
+    criterion: nn.Module
+    optimizer: torch.optim.Optimizer
+    schedule: CosineWarmupSchedule
+    ema: ModelEma | None
+    scaler: torch.amp.GradScaler | None
+    mixup: object | None  # Mixup/CutMix, whose generator state a checkpoint keeps
+    batch_aug: object | None  # what the step applies to a batch: mixup, or with --gpu-aug erasing + mixup
+    val_loader: object
+    signals: "StopSignals"
+    best_acc1: float = 0.0
+
+    @property
+    def out(self) -> Path:
+        return Path(self.cfg.output_dir)
 
 
-def load_resume(path: str, cfg: TrainConfig) -> dict:
+def build_run(cfg: TrainConfig, dist: DistInfo, plan: Plan, signals: "StopSignals") -> Run:
+    """Student (seeded: its initialisation is a function of --seed), teacher, loss, optimiser, schedule, EMA."""
+    from .data.mixup import Mixup
+    device = dist.device
+    torch.manual_seed(cfg.seed)
     try:
-        ckpt = load_training_checkpoint(path)
-    except (ValueError, FileNotFoundError) as e:
+        model = build_student(cfg, plan.num_classes, device)
+        teacher = build_teacher(cfg, plan.num_classes, plan.teacher_state, device)
+    except ValueError as e:
         raise UsageError(str(e)) from None
-    args = ckpt.get("args") or {}
-    if args.get("model", cfg.model) != cfg.model:
-        raise UsageError(f"{path} is a checkpoint of {args.get('model')}, not of --model {cfg.model}; "
-                         f"pass the same --model or another --output-dir")
-    return ckpt
+    mixup = None
+    if cfg.mixup > 0 or cfg.cutmix > 0:
+        mixup = Mixup(cfg.mixup, cfg.cutmix, cfg.mixup_prob, cfg.mixup_switch_prob, cfg.smoothing,
+                      plan.num_classes, seed=cfg.seed + dist.rank)
+    batch_aug = mixup
+    if cfg.gpu_aug:  # uint8 batches: normalise, erase each image, then Mixup, all on the device
+        from .data.gpu_aug import DeviceAugment
+        batch_aug = DeviceAugment(cfg.reprob, mixup=mixup)
+    optimizer = build_optimizer(model, cfg.opt, lr=plan.lr, weight_decay=cfg.weight_decay, momentum=cfg.momentum,
+                                fused=True, decay_dist_token=cfg.decay_dist_token)
+    steps_per_epoch = max(1, plan.data[2].num_samples // cfg.batch_size // plan.accum)  # >= 1 checked unless --eval
+    schedule = build_schedule(cfg, optimizer, plan.lr, steps_per_epoch)
+    ema = ModelEma(model, cfg.model_ema_decay) if cfg.model_ema else None
+    scaler = torch.amp.GradScaler("cuda") if device.type == "cuda" and cfg.amp == "fp16" else None
+    train_model = model
+    if dist.distributed:
+        unused = getattr(model, "distilled", False) and cfg.distillation_type == "none"
+        train_model = nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda"
+                                                          else None, find_unused_parameters=unused)
+    if cfg.compile:
+        train_model = torch.compile(train_model)
+    val_loader = make_loader(cfg, plan.data[1], plan.data[3], 0, False, dist)
+    return Run(cfg, dist, plan, model, train_model, teacher, build_criterion(cfg, teacher, mixup is not None),
+               optimizer, schedule, ema, scaler, mixup, batch_aug, val_loader, signals)
 
 
 # ----------------------------------------------------------------------------------------------------------------
-# 4. The run
+# 3. Checkpoints, and where a run starts
+# ----------------------------------------------------------------------------------------------------------------
+def save_checkpoint(r: Run, path: Path, epoch: int, step: int | None, totals: EpochTotals | None = None) -> None:
+    """The official keys (model, optimizer, lr_scheduler, epoch, model_ema, scaler, args) plus what exact resume
+    needs: every process's random states, the Mixup generator, where in the epoch we are and the epoch's sums so
+    far; and a checksum of all of it.
+
+    ``step=None``: epoch ``epoch`` is finished. Otherwise ``step`` optimiser steps into it (``--save-every-steps``
+    or a stop signal), with ``totals`` the epoch's counters so far."""
+    rngs = all_gather_object(rng_state())  # every rank's; only rank 0 writes
+    partial = all_gather_object(totals.state_dict() if totals is not None else None)
+    if not r.dist.is_main:
+        return
+    ckpt = {
+        "model": r.model.state_dict(),
+        "optimizer": r.optimizer.state_dict(),
+        "lr_scheduler": r.schedule.state_dict(),
+        "epoch": epoch if step is None else epoch - 1,  # the last *completed* epoch, as in the official code
+        "model_ema": r.ema.state_dict() if r.ema is not None else None,
+        "scaler": r.scaler.state_dict() if r.scaler is not None else None,
+        "args": config_mod.to_dict(r.cfg),
+        "rng": rngs,
+        "mixup": r.mixup.state_dict() if r.mixup is not None else None,
+        "sampler": {"epoch": epoch, "steps_done": step},
+        "epoch_totals": partial if step is not None else None,
+        "best_acc1": r.best_acc1,
+        "world_size": r.dist.world_size,
+    }
+    ckpt["payload_checksum"] = payload_checksum(ckpt)
+    try:
+        save_atomic(ckpt, path)
+    except OSError as e:
+        raise RunError(f"could not write {path}: {e.strerror or e}; the previous checkpoint is intact; free some "
+                       f"space (or pass another --output-dir) and continue with --resume auto") from None
+
+
+def promote_best(r: Run) -> None:
+    """best_checkpoint.pth becomes a second name of the checkpoint just written (atomic; no copy)."""
+    try:
+        link_atomic(r.out / "checkpoint.pth", r.out / "best_checkpoint.pth")
+    except OSError as e:
+        raise RunError(f"could not write {r.out / 'best_checkpoint.pth'}: {e.strerror or e}; the previous best is "
+                       f"intact; free some space and continue with --resume auto") from None
+
+
+@dataclass
+class Position:
+    """Where training starts: the epoch, optimiser steps already done in it, and its counters so far."""
+    epoch: int = 0
+    step: int = 0
+    totals: EpochTotals | None = None
+
+
+def restore(r: Run, ckpt: dict) -> Position:
+    """Load every state a checkpoint holds into the run's parts; the position to continue from."""
+    r.model.load_state_dict(ckpt["model"])
+    r.optimizer.load_state_dict(ckpt["optimizer"])
+    r.schedule.load_state_dict(ckpt["lr_scheduler"])
+    if r.ema is not None and ckpt.get("model_ema"):
+        r.ema.load_state_dict(ckpt["model_ema"])
+    if r.scaler is not None and ckpt.get("scaler"):
+        r.scaler.load_state_dict(ckpt["scaler"])
+    if r.mixup is not None and ckpt.get("mixup"):
+        r.mixup.load_state_dict(ckpt["mixup"])
+    r.best_acc1 = ckpt.get("best_acc1", 0.0)
+    rank, world = r.dist.rank, r.dist.world_size
+    rngs = ckpt.get("rng") or []
+    if len(rngs) == world:  # another process count cannot continue exactly anyway
+        set_rng_state(rngs[rank])
+    where = ckpt.get("sampler") or {}
+    if where.get("steps_done"):  # a mid-epoch checkpoint: continue inside that epoch
+        partial = ckpt.get("epoch_totals") or []
+        totals = EpochTotals.from_state(partial[rank], r.dist.device) if len(partial) == world else None
+        return Position(where["epoch"], where["steps_done"], totals)
+    return Position(ckpt["epoch"] + 1)
+
+
+def trim_log(path: Path, last_epoch: int) -> None:
+    """Drop log lines of epochs after the checkpoint (a kill between the log line and the checkpoint): the resumed
+    run writes them again, so each epoch appears once."""
+    if not path.is_file():
+        return
+    lines = [line for line in path.read_text().splitlines() if line.strip()]
+    kept = [line for line in lines if json.loads(line).get("epoch", -1) <= last_epoch]
+    if len(kept) != len(lines):
+        tmp = path.with_name(f".{path.name}.tmp")
+        tmp.write_text("".join(line + "\n" for line in kept))
+        os.replace(tmp, path)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# 4. Stop signals: a preempted job stops cleanly and continues exactly
+# ----------------------------------------------------------------------------------------------------------------
+STOP_SIGNALS = ("SIGTERM", "SIGUSR1", "SIGINT")
+
+
+def ignore_stop_signals() -> None:
+    for name in STOP_SIGNALS:
+        sig = getattr(signal, name, None)
+        if sig is not None and signal.getsignal(sig) is not signal.SIG_IGN:
+            signal.signal(sig, signal.SIG_IGN)
+
+
+class StopSignals:
+    """SIGTERM (SLURM or Kubernetes preempting the job), SIGUSR1 (``sbatch --signal=USR1@120``) and SIGINT (Ctrl-C)
+    ask the run to stop. The handler only notes the signal; the loop finishes the step it is in, writes a
+    checkpoint and leaves with 128 + the signal's number (143, 138, 130). A second Ctrl-C stops at once."""
+
+    def __init__(self):
+        self.received: int | None = None
+        self.previous: dict = {}
+
+    def __enter__(self) -> "StopSignals":
+        if threading.current_thread() is threading.main_thread():  # handlers can only be set there
+            for name in STOP_SIGNALS:
+                sig = getattr(signal, name, None)
+                if sig is not None:
+                    self.previous[sig] = signal.signal(sig, self._note)
+        return self
+
+    def _note(self, signum: int, frame) -> None:
+        if self.received is not None and signum == signal.SIGINT:
+            raise KeyboardInterrupt
+        self.received = signum
+
+    def __exit__(self, *exc) -> None:
+        for sig, handler in self.previous.items():
+            signal.signal(sig, handler)
+
+    def requested(self, dist: DistInfo, step: int, every: int) -> bool:
+        """Whether to stop now. Processes must stop at the same step, so under DDP they agree every ``every``
+        steps (a tiny all-reduce where the loop already reads values back)."""
+        if not dist.distributed:
+            return self.received is not None
+        if step % every:
+            return False
+        flag = torch.tensor(float(self.received or 0), device=dist.device)
+        return all_reduce_max(flag).item() > 0
+
+    def stopped(self, where: str) -> RunStopped:
+        signum = self.received or signal.SIGTERM  # under DDP another process may have received it
+        return RunStopped(signum, f"stopped by {signal.Signals(signum).name}: {where}; continue with --resume auto")
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# 5. The run
 # ----------------------------------------------------------------------------------------------------------------
 def run(cfg: TrainConfig) -> dict:
     """Train (or with ``cfg.eval`` only evaluate) as configured; returns the last evaluation's figures."""
-    dist = init_distributed(cfg.device)
+    try:
+        dist = init_distributed(cfg.device)
+    except ValueError as e:
+        raise UsageError(str(e)) from None
     try:
         return _run(cfg, dist)
     finally:
@@ -276,155 +659,166 @@ def run(cfg: TrainConfig) -> dict:
 
 
 def _run(cfg: TrainConfig, dist: DistInfo) -> dict:
-    validate(cfg, dist.world_size)
-    num_classes = num_classes_of(cfg)
-    teacher_state = None
-    if cfg.distillation_type != "none" and cfg.teacher_path:
-        teacher_state = check_weights_file(cfg.teacher_model, cfg.teacher_path, num_classes, cfg.input_size,
-                                           "--teacher-path", model_overrides(cfg.teacher_model, cfg.input_size))
-    resume_path = find_resume(cfg)
-    ckpt = load_resume(resume_path, cfg) if resume_path else None
+    plan = check_inputs(cfg, dist)  # nothing is written before this passes
+    with StopSignals() as signals:  # from the first write on, a signal stops the run cleanly
+        start_output(cfg, dist, plan)
+        r = build_run(cfg, dist, plan, signals)
+        if cfg.eval:
+            if plan.ckpt is not None:
+                r.model.load_state_dict(plan.ckpt["model"])
+            return evaluate_only(r)
+        start = Position()
+        if plan.ckpt is not None:
+            start = restore(r, plan.ckpt)
+            say(dist, f"resumed from {plan.resume_path} at epoch {start.epoch}"
+                + (f", step {start.step}" if start.step else ""))
+        return train(r, start)
 
-    device = dist.device
-    accum = accumulation(cfg, dist.world_size)
-    global_batch = cfg.batch_size * dist.world_size * accum
-    lr = cfg.lr if cfg.unscale_lr else scaled_lr(cfg.lr, global_batch)
-    out = Path(cfg.output_dir)
+
+def say(dist: DistInfo, message: str) -> None:
     if dist.is_main:
+        print(message)
+
+
+def in_notebook() -> bool:
+    """True inside a Jupyter kernel, where a configuration dump and a text progress bar would flood the cell."""
+    ipython = sys.modules.get("IPython")
+    shell = ipython.get_ipython() if ipython is not None and hasattr(ipython, "get_ipython") else None
+    return type(shell).__name__ == "ZMQInteractiveShell"
+
+
+def effective_config(cfg: TrainConfig, dist: DistInfo, plan: Plan) -> dict:
+    """The configuration as it takes effect: resolved lr, batch, accumulation, and amp only where it applies."""
+    amp = cfg.amp if dist.device.type == "cuda" else f"off ({dist.device.type.upper()})"
+    return dict(config_mod.to_dict(cfg), amp=amp, resolved_lr=plan.lr, global_batch=plan.global_batch,
+                accum_steps=plan.accum, world_size=dist.world_size, device=str(dist.device),
+                num_classes=plan.num_classes)
+
+
+def start_output(cfg: TrainConfig, dist: DistInfo, plan: Plan) -> None:
+    """The first writes of a run, after every check: the folder, stale temporaries gone, config.json, and a log
+    that ends at the checkpoint being resumed. In a notebook, one short line instead of the configuration."""
+    if not dist.is_main:
+        return
+    out = Path(cfg.output_dir)
+    try:
         out.mkdir(parents=True, exist_ok=True)
-        resolved = dict(config_mod.to_dict(cfg), resolved_lr=lr, global_batch=global_batch, accum_steps=accum,
-                        world_size=dist.world_size, device=str(device), num_classes=num_classes)
-        print("configuration: " + json.dumps(resolved, sort_keys=True))
-        (out / "config.json").write_text(json.dumps(resolved, indent=2, sort_keys=True) + "\n")
+        for stale in remove_stale_temporaries(out):
+            print(f"removed {stale.name}, left by an interrupted save")
+        resolved = effective_config(cfg, dist, plan)
+        if in_notebook():
+            print(f"{'evaluating' if cfg.eval else 'training'} {cfg.model} on {cfg.data_set}"
+                  + ("" if cfg.eval else f" for {cfg.epochs} epochs (settings in {out / 'config.json'})"))
+        else:
+            print("configuration: " + json.dumps(resolved, sort_keys=True))
+        if not cfg.eval:
+            tmp = out / ".config.json.tmp"
+            tmp.write_text(json.dumps(resolved, indent=2, sort_keys=True) + "\n")
+            os.replace(tmp, out / "config.json")
+            if plan.ckpt is not None:
+                trim_log(out / "log.jsonl", plan.ckpt["epoch"])
+    except OSError as e:
+        raise RunError(f"could not write to --output-dir {out}: {e.strerror or e}") from None
 
-    torch.manual_seed(cfg.seed)  # model initialisation is a function of the seed
-    try:  # library checks (a bad --aa string, an unreadable dataset file) say what is wrong in one line
-        train_set, val_set, train_sampler, val_sampler = build_data(cfg, dist)
-        model = build_student(cfg, num_classes, device)
-        teacher = build_teacher(cfg, num_classes, teacher_state, device)
-    except ValueError as e:
-        raise UsageError(str(e)) from None
-    if ckpt is not None:
-        unwrap(model).load_state_dict(ckpt["model"])
 
-    if cfg.eval:
-        loader = make_loader(cfg, val_set, val_sampler, 0, False, dist)
-        stats = evaluate(model, loader, device, teacher, cfg.amp)
-        if dist.is_main:
-            print_table({cfg.model: stats})
-        return stats
-
-    from .data.mixup import Mixup
-    mixup = None
-    if cfg.mixup > 0 or cfg.cutmix > 0:
-        mixup = Mixup(cfg.mixup, cfg.cutmix, cfg.mixup_prob, cfg.mixup_switch_prob, cfg.smoothing, num_classes,
-                      seed=cfg.seed + dist.rank)
-    criterion = build_criterion(cfg, teacher, mixup is not None)
-    optimizer = build_optimizer(model, cfg.opt, lr=lr, weight_decay=cfg.weight_decay, momentum=cfg.momentum,
-                                fused=True)
-    steps_per_epoch = max(1, train_sampler.num_samples // cfg.batch_size // accum)
-    schedule = CosineWarmupSchedule(optimizer, lr, cfg.epochs * steps_per_epoch, cfg.warmup_epochs * steps_per_epoch,
-                                    cfg.warmup_lr, cfg.min_lr, cfg.sched)
-    ema = ModelEma(model, cfg.model_ema_decay) if cfg.model_ema else None
-    scaler = torch.amp.GradScaler("cuda") if device.type == "cuda" and cfg.amp == "fp16" else None
-
-    start_epoch, start_step, best_acc1 = 0, 0, 0.0
-    if ckpt is not None:
-        optimizer.load_state_dict(ckpt["optimizer"])
-        schedule.load_state_dict(ckpt["lr_scheduler"])
-        if ema is not None and ckpt.get("model_ema"):
-            ema.load_state_dict(ckpt["model_ema"])
-        if scaler is not None and ckpt.get("scaler"):
-            scaler.load_state_dict(ckpt["scaler"])
-        if mixup is not None and ckpt.get("mixup"):
-            mixup.load_state_dict(ckpt["mixup"])
-        start_epoch = ckpt["epoch"] + 1
-        position = ckpt.get("sampler") or {}
-        if position.get("steps_done"):  # a mid-epoch checkpoint: continue inside that epoch
-            start_epoch, start_step = position["epoch"], position["steps_done"]
-        best_acc1 = ckpt.get("best_acc1", 0.0)
-        rngs = ckpt.get("rng") or []
-        if len(rngs) == dist.world_size:
-            set_rng_state(rngs[dist.rank])
-        if dist.is_main:
-            print(f"resumed from {resume_path} at epoch {start_epoch}" + (f", step {start_step}" if start_step else ""))
-
-    if dist.distributed:
-        unused = getattr(model, "distilled", False) and cfg.distillation_type == "none"
-        model = nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda"
-                                                    else None, find_unused_parameters=unused)
-    train_model = torch.compile(model) if cfg.compile else model
-
-    stats: dict = {}
-    val_loader = make_loader(cfg, val_set, val_sampler, 0, False, dist)
-    for epoch in range(start_epoch, cfg.epochs):
-        stats = run_epoch(cfg, dist, epoch, start_step if epoch == start_epoch else 0, train_model, model, teacher,
-                          criterion, optimizer, schedule, ema, scaler, mixup, train_set, train_sampler, val_loader,
-                          best_acc1)
-        best_acc1 = max(best_acc1, stats.get("test_acc1", best_acc1))
-    if not stats:  # nothing left to train (a finished run resumed): report its evaluation
-        stats = evaluate(model, val_loader, device, teacher, cfg.amp)
-        stats = {"epoch": start_epoch - 1, **{f"test_{k}": v for k, v in stats.items()}}
+def evaluate_only(r: Run) -> dict:
+    stats = evaluate(r.model, r.val_loader, r.dist.device, r.teacher, r.cfg.amp)
+    if r.dist.is_main:
+        print_table({r.cfg.model: stats})
     return stats
 
 
-def run_epoch(cfg, dist, epoch, start_step, train_model, model, teacher, criterion, optimizer, schedule, ema,
-              scaler, mixup, train_set, train_sampler, val_loader, best_acc1) -> dict:
-    from tqdm import tqdm
+def train(r: Run, start: Position) -> dict:
+    """Epochs from ``start`` to the end: train → evaluate → log → checkpoint each."""
+    stats: dict = {}
+    for epoch in range(start.epoch, r.cfg.epochs):
+        here = epoch == start.epoch
+        stats = run_epoch(r, epoch, start.step if here else 0, start.totals if here else None)
+        if r.signals.received is not None:  # it came during evaluation or the save: that checkpoint is complete
+            raise r.signals.stopped(f"wrote {r.out / 'checkpoint.pth'} at the end of epoch {epoch}")
+    if not stats:  # nothing left to train (a finished run resumed): report its evaluation
+        stats = evaluate(r.model, r.val_loader, r.dist.device, r.teacher, r.cfg.amp)
+        stats = {"epoch": start.epoch - 1, **{f"test_{k}": v for k, v in stats.items()}}
+    return stats
+
+
+def progress_bar(r: Run, total: int, epoch: int):
+    """One bar per epoch that disappears when done (leave=False); in a notebook only where ipywidgets can draw it
+    (a text bar there would leave one line per update in the saved notebook)."""
+    from tqdm.auto import tqdm
+    quiet = not r.dist.is_main or (in_notebook() and importlib.util.find_spec("ipywidgets") is None)
+    return tqdm(total=total, desc=f"epoch {epoch + 1}/{r.cfg.epochs}", disable=quiet, dynamic_ncols=True,
+                leave=False)
+
+
+def run_epoch(r: Run, epoch: int, start_step: int = 0, totals: EpochTotals | None = None) -> dict:
+    """One epoch: train from ``start_step`` (after a mid-epoch resume), evaluate, log, checkpoint."""
     from .data.loader import seed_everything
-    out = Path(cfg.output_dir)
-    device = dist.device
-    train_sampler.set_epoch(epoch)
-    accum = accumulation(cfg, dist.world_size)
-    train_sampler.set_start(start_step * cfg.batch_size * accum)  # skip what a mid-epoch checkpoint already did
-    seed_everything(cfg.seed, epoch, dist.rank)  # everything random in epoch e is a function of (seed, e, rank)
+    cfg, dist = r.cfg, r.dist
+    train_set, sampler = r.plan.data[0], r.plan.data[2]
+    sampler.set_epoch(epoch)
+    sampler.set_start(start_step * cfg.batch_size * r.plan.accum)  # skip what a mid-epoch checkpoint already did
+    if start_step == 0:  # drop path in epoch e draws from (seed, e, rank); a mid-epoch resume restored its state
+        seed_everything(cfg.seed, epoch, dist.rank)
     if hasattr(train_set, "reset_failures"):
         train_set.reset_failures()
-    loader = make_loader(cfg, train_set, train_sampler, epoch, True, dist)
-    progress = tqdm(total=len(loader), desc=f"epoch {epoch + 1}/{cfg.epochs}", disable=not dist.is_main,
-                    dynamic_ncols=True, leave=False)
+    loader = make_loader(cfg, train_set, sampler, epoch, True, dist)
+    progress = progress_bar(r, len(loader), epoch)
 
-    def on_step(step: int) -> None:
-        if cfg.save_every_steps and step % cfg.save_every_steps == 0:
-            save_checkpoint(out / "checkpoint.pth", cfg, model, optimizer, schedule, ema, scaler, mixup, epoch,
-                            step, best_acc1, dist, epoch_done=False)
+    def after_step(step: int, totals: EpochTotals) -> bool:
+        """Step checkpoints, and the stop a signal asked for (True), with this step's checkpoint written."""
+        saved = bool(cfg.save_every_steps) and step % cfg.save_every_steps == 0
+        if saved:
+            save_checkpoint(r, r.out / "checkpoint.pth", epoch, step, totals)
+        if r.signals.requested(dist, step, cfg.log_every):  # also a signal that came during that save
+            if not saved:
+                save_checkpoint(r, r.out / "checkpoint.pth", epoch, step, totals)
+            return True
+        return False
 
-    batch_aug = mixup
-    if cfg.gpu_aug:  # uint8 batches: normalise, erase each image, then Mixup, all on the device
-        from .data.gpu_aug import DeviceAugment
-        batch_aug = DeviceAugment(cfg.reprob, mixup=mixup)
     try:
-        train_stats = train_one_epoch(train_model, criterion, loader, optimizer, schedule, device=device,
-                                      mixup=batch_aug,
-                                      ema=ema, scaler=scaler, amp=cfg.amp, accum_steps=accum,
-                                      clip_grad=cfg.clip_grad, log_every=cfg.log_every,
-                                      max_nonfinite=cfg.max_nonfinite, progress=progress, on_step=on_step,
-                                      start_step=start_step)
+        log = train_one_epoch(r.train_model, r.criterion, loader, r.optimizer, r.schedule, device=dist.device,
+                              mixup=r.batch_aug, ema=r.ema, scaler=r.scaler, amp=cfg.amp, accum_steps=r.plan.accum,
+                              clip_grad=cfg.clip_grad, log_every=cfg.log_every, max_nonfinite=cfg.max_nonfinite,
+                              progress=progress, after_step=after_step, start_step=start_step, totals=totals)
+    except UnreadableDataError as e:  # re-raised from a worker, whose traceback DataLoader puts in the message
+        raise RunError(last_line(e)) from None
     finally:
         progress.close()
-    log = {"epoch": epoch, **train_stats}
+    if "stopped_at_step" in log:
+        raise r.signals.stopped(f"wrote {r.out / 'checkpoint.pth'} at epoch {epoch}, step {log['stopped_at_step']}")
+
+    log = {"epoch": epoch, **log}
     evaluated = (epoch + 1) % cfg.eval_every == 0 or epoch + 1 == cfg.epochs
     if evaluated:  # --eval-every N skips the evaluation of other epochs (a few-minute run needs only the last)
-        test = evaluate(model, val_loader, device, teacher, cfg.amp)
+        test = evaluate(r.model, r.val_loader, dist.device, r.teacher, cfg.amp)
         log.update({f"test_{k}": v for k, v in test.items()})
-        if ema is not None:
-            ema_stats = evaluate(ema.module, val_loader, device, None, cfg.amp)
+        if r.ema is not None:
+            ema_stats = evaluate(r.ema.module, r.val_loader, dist.device, None, cfg.amp)
             log.update({f"ema_{k}": v for k, v in ema_stats.items() if k in ("acc1", "acc5")})
     if hasattr(train_set, "num_failures"):
         log["bad_images"] = int(train_set.num_failures())
-    best_now = max(best_acc1, log.get("test_acc1", best_acc1))
-    save_checkpoint(out / "checkpoint.pth", cfg, model, optimizer, schedule, ema, scaler, mixup, epoch, 0,
-                    best_now, dist, epoch_done=True)
-    if dist.is_main:
-        if evaluated and log["test_acc1"] >= best_acc1:
-            shutil.copyfile(out / "checkpoint.pth", out / "best_checkpoint.pth")
-        with open(out / "log.jsonl", "a") as f:
+    is_best = evaluated and log["test_acc1"] >= r.best_acc1
+    r.best_acc1 = max(r.best_acc1, log.get("test_acc1", r.best_acc1))
+    if dist.is_main:  # the log line first: a kill before the checkpoint repeats the epoch, and trim_log drops it
+        with open(r.out / "log.jsonl", "a") as f:
             f.write(json.dumps(log) + "\n")
         if evaluated:
-            write_curves(out)  # curves.png beside log.jsonl; prints a warning instead of raising
+            write_curves(r.out)  # curves.png beside log.jsonl; prints a warning instead of raising
+    save_checkpoint(r, r.out / "checkpoint.pth", epoch, None)
+    if dist.is_main:
+        if is_best:
+            promote_best(r)
         print(epoch_line(log))
     barrier()
     return log
+
+
+def last_line(e: BaseException) -> str:
+    """An exception's own message, without the worker traceback DataLoader puts in front of it."""
+    lines = [line for line in str(e).strip().splitlines() if line.strip()]
+    text = lines[-1] if lines else type(e).__name__
+    return text.split(": ", 1)[1] if text.startswith(type(e).__name__ + ":") else text
 
 
 def epoch_line(log: dict) -> str:
@@ -452,7 +846,7 @@ def print_table(rows: dict[str, dict]) -> None:
 
 
 # ----------------------------------------------------------------------------------------------------------------
-# 5. The demo: teacher, then student, then the table (paper §4–5 in miniature)
+# 6. The demo: teacher, then student, then the table (paper §4–5 in miniature)
 # ----------------------------------------------------------------------------------------------------------------
 DEMO_TEACHER = dict(epochs=12, lr=2e-3, batch_size=64, warmup_epochs=1, weight_decay=0.05)
 # The settings that decide whether a cached run is the run asked for (see trained_with).
@@ -502,7 +896,7 @@ def run_demo(cfg: TrainConfig) -> dict:
 
 
 # ----------------------------------------------------------------------------------------------------------------
-# 6. Command line
+# 7. Command line
 # ----------------------------------------------------------------------------------------------------------------
 def apply_smoke(cfg: TrainConfig) -> None:
     """MINIDEIT_SMOKE=1: tiny data and one or two epochs, so CI can run every mode in seconds."""
@@ -515,6 +909,8 @@ def apply_smoke(cfg: TrainConfig) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """The command line: 0 when the run finished, 2 with one ``error:`` line for bad input or a run that cannot go
+    on, 128 + N after signal N stopped the run with a checkpoint written (130 Ctrl-C, 138 SIGUSR1, 143 SIGTERM)."""
     argv = sys.argv[1:] if argv is None else argv
     cfg = config_mod.resolve(argv)
     apply_smoke(cfg)
@@ -523,9 +919,12 @@ def main(argv: list[str] | None = None) -> int:
             run_demo(cfg)
         else:
             run(cfg)
-    except (UsageError, CheckpointError, NonFiniteLossError, FileNotFoundError) as e:
+    except (UsageError, RunError, CheckpointError, NonFiniteLossError, FileNotFoundError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    except RunStopped as e:
+        print(str(e), file=sys.stderr)
+        return 128 + e.signum
     except KeyboardInterrupt:
         print("interrupted: the last complete checkpoint is in the output directory (--resume auto continues)",
               file=sys.stderr)

@@ -285,6 +285,15 @@ class VisionTransformer(nn.Module):
     def forward(self, x: torch.Tensor):
         return self.forward_head(self.forward_features(x))
 
+    def head_logits(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Every classifier the paper reports (Tables 3 and 4) from the final tokens (B, T, D), in eval mode:
+        'joint' is what ``forward_head`` predicts, and a distilled model adds its two heads on their own."""
+        if self.training:
+            raise RuntimeError("head_logits is for evaluation: call model.eval() first")
+        logits = {"cls": self.head(x[:, 0]), "dist": self.head_dist(x[:, 1])} if self.distilled else {}
+        logits["joint"] = self.forward_head(x)
+        return logits
+
     @torch.no_grad()
     def attention_maps(self, x: torch.Tensor) -> list[torch.Tensor]:
         """Every block's attention weights, through the explicit path: a list of ``depth`` tensors (B, H, T, T)."""

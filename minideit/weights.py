@@ -241,11 +241,11 @@ def resolve_state_dict(source: str | Path | Mapping[str, Any]) -> dict[str, torc
         else:
             raise CheckpointError(f"'{text}' is neither an existing file, an URL, nor an official model name "
                                   f"({', '.join(OFFICIAL_FILES)})")
-    state_dict = unwrap(obj)
+    state_dict = state_dict_of(obj)
     return from_transformers(state_dict) if is_transformers(state_dict) else state_dict
 
 
-def unwrap(obj: Any) -> dict[str, torch.Tensor]:
+def state_dict_of(obj: Any) -> dict[str, torch.Tensor]:
     """``{'model': sd}`` → sd (the official format; also 'state_dict'); strips a DistributedDataParallel prefix."""
     if not isinstance(obj, Mapping):
         raise CheckpointError(f"the checkpoint holds a {type(obj).__name__}, not a state dict")

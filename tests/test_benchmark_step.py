@@ -16,7 +16,8 @@ import minideit
 from minideit.data.gpu_aug import (DeviceAugment, ToUint8Tensor, build_uint8_transform, normalize_uint8,
                                    random_erase_batch, sample_erase_boxes)
 from minideit.data.transforms import RandomErasing, ToNormalizedTensor, build_transform
-from minideit.losses import DistillationLoss, prepare_teacher
+from minideit.losses import DistillationLoss
+from minideit.regnet import prepare_teacher
 
 
 def photo(seed: int, size=(80, 60)) -> Image.Image:
@@ -326,7 +327,7 @@ def test_loader_benchmark_times_the_training_loader(tmp_path, capsys, workers, g
 
 
 def test_folding_batchnorm_keeps_the_teachers_function():
-    from minideit.losses import fold_batchnorm
+    from minideit.regnet import fold_batchnorm
     torch.manual_seed(0)
     teacher = minideit.create_model('regnety_002', num_classes=10).eval()
     for m in teacher.modules():  # statistics far from the identity, so a wrong fold would show

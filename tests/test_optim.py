@@ -4,7 +4,9 @@ import pytest
 import torch
 import torch.nn as nn
 
-from minideit.optim import (CosineWarmupSchedule, ModelEma, build_optimizer, param_groups_weight_decay, scaled_lr)
+from minideit import create_model
+from minideit.optim import (CosineWarmupSchedule, ModelEma, OfficialEpochSchedule, build_optimizer,
+                            no_weight_decay_names, param_groups_weight_decay, scaled_lr, unwrap)
 
 
 class TinyDeiT(nn.Module):
@@ -22,6 +24,9 @@ class TinyDeiT(nn.Module):
 
     def forward(self, x):
         return self.head(self.norm(self.bn(self.proj(x)) + self.cls_token[0, 0]))
+
+    def no_weight_decay(self):  # the model says which of its parameters escape weight decay, as DeiT's does
+        return {"pos_embed", "cls_token", "dist_token"}
 
 
 def names_in(group, model):
@@ -109,7 +114,15 @@ def test_schedule_constant_and_lr_scale():
     with pytest.raises(ValueError, match="unknown schedule 'step'"):
         CosineWarmupSchedule(opt, 1e-3, 10, 0, sched="step")
     with pytest.raises(ValueError, match="warmup_steps"):
-        CosineWarmupSchedule(opt, 1e-3, 10, 20)
+        CosineWarmupSchedule(opt, 1e-3, 10, -1)
+
+
+def test_a_run_shorter_than_its_warmup_ends_inside_the_warmup():
+    # --epochs 2 with the default 5 warm-up epochs: the official code trains it, the warm-up never finishes.
+    opt = torch.optim.SGD([nn.Parameter(torch.zeros(1))], lr=0.0)
+    s = CosineWarmupSchedule(opt, base_lr=1e-3, total_steps=20, warmup_steps=50, warmup_lr=1e-6)
+    lrs = [s.lr_at(i) for i in range(21)]
+    assert lrs == sorted(lrs) and lrs[0] == 1e-6 and lrs[-1] < 1e-3 * 20 / 50 + 1e-6
 
 
 def test_schedule_state_dict_round_trip():
@@ -159,3 +172,46 @@ def test_ema_state_dict_round_trip():
     other = ModelEma(TinyDeiT(), decay=0.5)
     other.load_state_dict(ema.state_dict())
     assert all(torch.equal(a, b) for a, b in zip(other.state_dict().values(), ema.state_dict().values()))
+
+
+def test_no_weight_decay_names_come_from_the_model():
+    deit = create_model("deit_nano_distilled_patch4_32", num_classes=10)
+    assert no_weight_decay_names(deit) == ("cls_token", "dist_token", "pos_embed")
+    # the official run: timm 0.3.2's no_weight_decay() has no dist_token, so it was decayed
+    assert no_weight_decay_names(deit, decay_dist_token=True) == ("cls_token", "pos_embed")
+    decay, no_decay = param_groups_weight_decay(deit, 0.05, decay_dist_token=True)
+    assert any(p is deit.dist_token for p in decay["params"])
+    assert not any(p is deit.dist_token for p in param_groups_weight_decay(deit, 0.05)[0]["params"])
+    assert no_weight_decay_names(create_model("regnety_002", num_classes=10)) == ()  # a model without the method
+
+
+def test_unwrap_removes_compile_and_ddp_wrappers():
+    m = TinyDeiT()
+    assert unwrap(m) is m
+    compiled = torch.compile(m)
+    assert unwrap(compiled) is m
+
+
+def official_lrs(epochs, warmup, steps_per_epoch, base=1e-3, warmup_lr=1e-6, min_lr=1e-5):
+    opt = torch.optim.SGD([nn.Parameter(torch.zeros(1))], lr=0.0)
+    s = OfficialEpochSchedule(opt, base, epochs * steps_per_epoch, warmup * steps_per_epoch, warmup_lr, min_lr,
+                              steps_per_epoch=steps_per_epoch)
+    per_epoch = []
+    for _ in range(epochs):
+        per_epoch.append({s.get_last_lr()[0]} | {s.lr_at(s.step_count + i) for i in range(steps_per_epoch)})
+        for _ in range(steps_per_epoch):
+            s.step()
+    return per_epoch
+
+
+def test_official_epoch_schedule_lags_one_epoch():
+    """main.py calls lr_scheduler.step(epoch) after epoch `epoch`: epoch e >= 1 trains at timm's value for e - 1."""
+    import math
+    per_epoch = official_lrs(epochs=300, warmup=5, steps_per_epoch=2)
+    assert all(len(lrs) == 1 for lrs in per_epoch)  # constant within an epoch
+    lrs = [lrs.pop() for lrs in per_epoch]
+    timm = [1e-6 + t * (1e-3 - 1e-6) / 5 if t < 5 else 1e-5 + 0.5 * (1e-3 - 1e-5) * (1 + math.cos(math.pi * t / 300))
+            for t in range(300)]  # timm 0.3.2's per-epoch values (its cosine spans the warm-up: no warmup_prefix)
+    assert lrs[0] == lrs[1] == pytest.approx(1e-6)  # epochs 0 and 1 both at the warm-up's start
+    assert lrs[1:] == pytest.approx(timm[:-1])
+    assert max(lrs) == lrs[6] == pytest.approx(timm[5])  # the peak is first reached in epoch 6

@@ -33,7 +33,10 @@ def resize(img: Image.Image, size: tuple[int, int], interpolation: str = 'bicubi
     x = torch.from_numpy(np.array(img)).permute(2, 0, 1).unsqueeze(0)  # (1, 3, H, W) uint8
     y = F.interpolate(x, size=size, mode=interpolation, antialias=True, align_corners=False)[0].numpy()
     # Back to PIL one plane at a time: merging planes is ~10x cheaper than a uint8 (3, H, W) -> (H, W, 3) copy.
-    return Image.merge('RGB', [Image.frombuffer('L', (size[1], size[0]), plane, 'raw', 'L', 0, 1) for plane in y])
+    # From a 1x1 input torch cannot tell channels-last from contiguous and may return the other layout; then a
+    # plane is a strided view, which frombuffer refuses. ascontiguousarray copies only in that case.
+    planes = [np.ascontiguousarray(plane) for plane in y]
+    return Image.merge('RGB', [Image.frombuffer('L', (size[1], size[0]), plane, 'raw', 'L', 0, 1) for plane in planes])
 
 
 

@@ -29,6 +29,10 @@ DATASET_NAMES = ('synthetic', 'cifar10', 'cifar100', 'imagenet', 'folder')
 
 
 # ------------------------------------------------------------------------------------------- decoding
+class UnreadableDataError(RuntimeError):
+    """Too many files in a row could not be decoded: the data, not one file, is broken. One line."""
+
+
 def load_rgb(path: str | Path) -> Image.Image:
     """Decode an image file completely and return it in RGB.
 
@@ -88,9 +92,13 @@ class ImageFolder:
                              f'extensions read: {" ".join(IMG_EXTENSIONS)}')
         self.transform = transform
         self.max_consecutive_failures = max(1, max_consecutive_failures)
-        # Shared memory that every worker adds to. Its lock comes from the 'spawn' context because a lock made
-        # by the 'fork' context may not be sent to spawned workers; forked workers inherit either kind.
-        self._failures = multiprocessing.get_context('spawn').Value('q', 0)
+        # Shared memory that every worker writes to: one flag per file (so a file sampled three times by
+        # repeated augmentation, or by two workers, counts once) and their sum. The lock comes from the 'spawn'
+        # context because a lock made by the 'fork' context may not be sent to spawned workers; forked workers
+        # inherit either kind.
+        ctx = multiprocessing.get_context('spawn')
+        self._failures = ctx.Value('q', 0)
+        self._bad_files = ctx.RawArray('b', len(self.samples))
 
     @property
     def num_classes(self) -> int:
@@ -100,33 +108,44 @@ class ImageFolder:
         return len(self.samples)
 
     def num_failures(self) -> int:
-        """Unreadable-file events since the last reset, summed over all loader workers."""
+        """Distinct unreadable files met since the last reset, over all loader workers."""
         return int(self._failures.value)
 
     def reset_failures(self) -> None:
         with self._failures.get_lock():
             self._failures.value = 0
+            self._bad_files[:] = bytes(len(self._bad_files))
 
-    def _count_failure(self) -> None:
-        with self._failures.get_lock():  # `+=` on shared memory is read-modify-write, so lock it
+    def _count_failure(self, sample: int) -> bool:
+        """Mark file `sample` unreadable; True the first time (so it is reported and counted once)."""
+        with self._failures.get_lock():  # test-and-set on shared memory must not interleave between workers
+            if self._bad_files[sample]:
+                return False
+            self._bad_files[sample] = 1
             self._failures.value += 1
+            return True
+
+    def load(self, sample: int) -> Any:
+        """Decode file `sample` and apply the transform; any exception means this file cannot be used."""
+        img = load_rgb(self.samples[sample][0])
+        return self.transform(img) if self.transform is not None else img
 
     def __getitem__(self, index: int) -> tuple[Any, int]:
         failed: list[str] = []
         # Try index, index+1, ... so a bad file costs one substitute sample, never a crashed epoch.
         for offset in range(min(self.max_consecutive_failures, len(self.samples))):
-            path, target = self.samples[(index + offset) % len(self.samples)]
+            sample = (index + offset) % len(self.samples)
+            path, target = self.samples[sample]
             try:
-                img = load_rgb(path)
-            except Exception as e:  # decoders raise OSError, SyntaxError, ValueError, ... on bad bytes
-                self._count_failure()
-                failed.append(f'{path} ({type(e).__name__}: {e})')
-                warnings.warn(f'skipping unreadable image {path}: {e}', stacklevel=2)
-                continue
-            return (self.transform(img) if self.transform is not None else img), target
-        raise RuntimeError(f'{len(failed)} unreadable images in a row from index {index} of {self.root}; '
-                           f'the data is damaged or not images (re-run the data_scripts preparation):\n'
-                           + '\n'.join(failed))
+                return self.load(sample), target
+            except Exception as e:  # decoders raise OSError, SyntaxError, ValueError...; so can a transform
+                reason = f'{type(e).__name__}: {e}'.splitlines()[0][:200]
+                failed.append(f'{path} ({reason})')
+                if self._count_failure(sample):
+                    warnings.warn(f'skipping unreadable image {path}: {reason}', stacklevel=2)
+        raise UnreadableDataError(f'{len(failed)} unreadable images in a row from index {index} of {self.root}; '
+                                  f'the data is damaged or not images (re-run the data_scripts preparation): '
+                                  + '; '.join(failed))
 
     def __repr__(self) -> str:
         return f'ImageFolder({str(self.root)!r}, {len(self)} images, {self.num_classes} classes)'

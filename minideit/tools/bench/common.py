@@ -15,6 +15,7 @@ from typing import Callable
 
 import torch
 
+from minideit.distributed import resolve_device  # the trainer's, so both commands accept the same names
 from minideit.models import check_model_name
 
 IMAGENET_TRAIN_IMAGES = 1_281_167  # repeated augmentation (x3) keeps the epoch at this many samples
@@ -141,14 +142,6 @@ def largest_batch(fits: Callable[[int], bool], start: int = 64, limit: int = 409
 
 
 # ---- command-line pieces the benchmark commands share ------------------------------------------------------
-
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise ValueError(f"--device {name}: no CUDA device is available here; use --device cpu")
-    return torch.device(name)
-
 
 def check_common(args, names: list[str]) -> torch.device:
     """One-line errors for bad sizes and names, before any model is built; returns the device."""

@@ -42,9 +42,10 @@ import torch.nn.functional as F
 from minideit.data.mixup import Mixup
 from minideit.engine import autocast, train_one_epoch
 from minideit.flops import count_flops
-from minideit.losses import DistillationLoss, SoftTargetCrossEntropy, prepare_teacher
+from minideit.losses import DistillationLoss, SoftTargetCrossEntropy
 from minideit.models import DEIT_CONFIGS, create_model
 from minideit.optim import CosineWarmupSchedule, build_optimizer
+from minideit.regnet import prepare_teacher
 from minideit.tools.bench.common import (achieved_tflops, add_common_flags, check_common, device_name,
                                          flops_per_image, free_memory, largest_batch, mfu, pct, peak_memory_mb,
                                          peak_tflops_of, projected_hours, report, runs_without_oom,

@@ -39,7 +39,7 @@ from minideit.config import PRESETS, TrainConfig, smoke
 from minideit.data.synthetic import SyntheticShapes
 from minideit.models import create_model
 from minideit.train import DEMO_TEACHER, apply_smoke, model_overrides, run, trained_with
-from minideit.weights import OFFICIAL_FILES, cache_dir, read_checkpoint_file, unwrap
+from minideit.weights import OFFICIAL_FILES, cache_dir, read_checkpoint_file, state_dict_of
 
 from . import CHECKS
 from .checking import difference, run_check
@@ -157,12 +157,12 @@ def logits_stage(pieces: dict[str, Callable], say: Callable[[str], None]) -> Non
         raise CapstoneFailure(f"the reference fixtures are not in {fixtures}; run from a clone of the repository "
                               "or set MINIDEIT_FIXTURES")
     reference = torch.load(outputs, map_location="cpu")
-    state = {k: v.float() for k, v in unwrap(read_checkpoint_file(checkpoint)).items()}
+    state = {k: v.float() for k, v in state_dict_of(read_checkpoint_file(checkpoint)).items()}
     check_logits(pieces, state, reference["input"], reference[DEIT_TI], "the reference implementation's "
                  "logits for the official-format checkpoint (tests/fixtures)", say)
     real = cache_dir() / OFFICIAL_FILES[DEIT_TI]
     if real.is_file():
-        state = unwrap(read_checkpoint_file(real))
+        state = state_dict_of(read_checkpoint_file(real))
         model = create_model(DEIT_TI)
         model.load_state_dict(state, strict=True)
         with torch.no_grad():
