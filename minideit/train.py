@@ -40,6 +40,7 @@ from .losses import DistillationLoss, LabelSmoothingCrossEntropy, SoftTargetCros
 from .models import DEIT_CONFIGS, check_model_name, create_model
 from .optim import CosineWarmupSchedule, ModelEma, OfficialEpochSchedule, build_optimizer, scaled_lr
 from .regnet import prepare_teacher
+from .threads import set_threads
 from .weights import CheckpointError, adapt_pos_embed, check_compatible, resolve_state_dict
 
 
@@ -93,7 +94,7 @@ RANGES = [
     ("warmup_epochs", 0, None, True, None), ("log_every", 1, None, True, None), ("eval_every", 1, None, True, None),
     ("save_every_steps", 0, None, True, None), ("max_nonfinite", 0, None, True, None),
     ("global_batch_size", 0, None, True, None), ("num_samples", 0, None, True, None),
-    ("input_size", 1, None, True, None),
+    ("input_size", 1, None, True, None), ("threads", 0, None, True, None),
 ]
 
 
@@ -660,6 +661,9 @@ def run(cfg: TrainConfig) -> dict:
 
 def _run(cfg: TrainConfig, dist: DistInfo) -> dict:
     plan = check_inputs(cfg, dist)  # nothing is written before this passes
+    threads = set_threads(cfg.threads or None, cfg.num_workers)  # why fewer than the cores: minideit/threads.py
+    if dist.device.type == "cpu":
+        say(dist, f"CPU threads: {threads} (--threads N to change)")
     with StopSignals() as signals:  # from the first write on, a signal stops the run cleanly
         start_output(cfg, dist, plan)
         r = build_run(cfg, dist, plan, signals)

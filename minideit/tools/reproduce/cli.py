@@ -132,7 +132,7 @@ def train_one_seed(root: Path, data_set: str, data_path: str, seed: int, scale: 
     import os
     if smoke:
         os.environ["MINIDEIT_SMOKE"] = "1"
-    torch.set_num_threads(threads)
+    os.environ["OMP_NUM_THREADS"] = str(threads)  # the trainer's set_threads honours it (minideit/threads.py)
     lab = Lab(root, data_set, data_path, seed, scale)
     for name in names:
         RUNNERS[name]([lab])

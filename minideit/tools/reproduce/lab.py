@@ -151,7 +151,7 @@ class Lab:
 def config_hash(cfg: TrainConfig) -> str:
     """8 hex digits of the configuration; paths of teachers/checkpoints count by their run folder's name."""
     d = config_mod.to_dict(cfg)
-    for key in ("output_dir", "log_every", "resume", "num_workers", "device", "eval_every"):
+    for key in ("output_dir", "log_every", "resume", "num_workers", "device", "eval_every", "threads"):
         d.pop(key, None)
     for key in ("teacher_path", "finetune"):
         if d.get(key):
