@@ -172,7 +172,7 @@ def test_full_disk_during_a_save_is_one_line_and_keeps_the_previous_checkpoint(t
     monkeypatch.setattr(checkpoint.torch, "save", real_save)
     assert torch.load(out / "checkpoint.pth", weights_only=False)["epoch"] == 0
     assert sorted(p.name for p in out.iterdir()) == ["best_checkpoint.pth", "checkpoint.pth", "config.json",
-                                                     "log.jsonl"]  # no temporary left
+                                                     "curves.png", "log.jsonl"]  # no temporary left
     code, _, err = run_cli(tiny(out, "--resume", "auto"), capsys)  # and the run continues
     assert code == 0, err
 
