@@ -95,7 +95,7 @@ class TrainConfig:
     eval_every: int = 1  # evaluate every N epochs (and always after the last one)
     log_every: int = 20
     max_nonfinite: int = 5
-    threads: int = 0  # CPU intra-op threads; 0: the cores the loader's workers leave, minus one (threads.py)
+    threads: int = 0  # CPU intra-op threads; 0: the cores the loader's workers leave (threads.py)
     preset: str = ""
 
 
@@ -211,9 +211,8 @@ def _add_flags(p: argparse.ArgumentParser) -> None:
     add("--eval", action="store_true", help="only evaluate (--resume PATH, --pretrained or --finetune)")
     add("--seed", type=int, help="seed of everything random (initialisation, data order, augmentation)")
     add("--device", help="auto, cpu, cuda or cuda:N")
-    add("--threads", type=int, help="CPU threads of the training process (0: the cores the loader's workers leave, "
-                                    "minus one spare, so a second busy program does not stall every step; "
-                                    "see minideit/threads.py)")
+    add("--threads", type=int, help="CPU threads of the training process (0: the cores the loader's workers leave; "
+                                    "one fewer protects the step from a second busy program; minideit/threads.py)")
     add("--amp", choices=["bf16", "fp16", "off"], help="mixed precision, on CUDA only (a CPU run is full precision)")
     add("--compile", action="store_true", help="torch.compile the student (and the teacher)")
     add("--fused-attn", dest="fused_attn", action=bool_flag, help="fused scaled-dot-product attention kernel")

@@ -11,9 +11,10 @@ defaults, 442 img/s with one thread; ``python -m minideit.benchmark contention``
   operation, so it does not steal the time that the loader's workers or the other process need. OpenMP reads this
   variable once, when torch is first imported; :func:`set_wait_policy_default` (called by ``import minideit``)
   therefore only helps when minideit is imported before torch, and never overrides a value the user set.
-- :func:`default_threads`: as many intra-op threads as there are cores left after the loader's workers, and one
-  core left free on a machine with more than one, so that one competing process does not land on a core that a
-  synchronised operation waits for.
+- :func:`default_threads`: as many intra-op threads as there are cores left after the loader's workers, so that
+  workers and the training step do not fight over cores. Leaving one more core free would protect the step further
+  from a competing program, but costs a learner on a quiet 2-core laptop half its speed (the demo took about twice
+  as long with one thread), so it is a choice (``--threads``), not the default.
 
 This module imports nothing heavy at the top: ``minideit/__init__.py`` calls it before torch is loaded.
 """
@@ -52,16 +53,13 @@ def available_cpus() -> int:
 
 
 def default_threads(cpus: int, num_workers: int = 0) -> int:
-    """Intra-op threads for the training process: the cores the loader's workers leave, minus one spare core.
+    """Intra-op threads for the training process: the cores the loader's workers leave (at least one).
 
-    Each worker augments on one core; the spare core absorbs one competing process (or the OS, the notebook's
-    front end) without stalling every synchronised operation. 2 cores, 0 workers → 1; 16 cores, 10 workers → 5;
-    never fewer than 1.
+    Each worker augments on a core of its own. 2 cores, 0 workers → 2; 16 cores, 10 workers → 6; never fewer than 1.
     """
     if cpus < 1 or num_workers < 0:
         raise ValueError(f"need cpus >= 1 and num_workers >= 0, got cpus={cpus}, num_workers={num_workers}")
-    spare = 1 if cpus > 1 else 0
-    return max(1, cpus - num_workers - spare)
+    return max(1, cpus - num_workers)
 
 
 def set_threads(threads: int | None = None, num_workers: int = 0) -> int:

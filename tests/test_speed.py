@@ -47,8 +47,8 @@ def test_import_minideit_sets_the_wait_policy_before_torch_loads():
 
 
 @pytest.mark.parametrize('cpus, workers, expected', [
-    (1, 0, 1), (2, 0, 1), (2, 1, 1), (4, 0, 3), (4, 2, 1), (16, 10, 5), (16, 0, 15), (8, 20, 1)])
-def test_default_threads_leave_the_workers_cores_and_one_spare(cpus, workers, expected):
+    (1, 0, 1), (2, 0, 2), (2, 1, 1), (4, 0, 4), (4, 2, 2), (16, 10, 6), (16, 0, 16), (8, 20, 1)])
+def test_default_threads_leave_the_workers_their_cores(cpus, workers, expected):
     assert threads.default_threads(cpus, workers) == expected
 
 
@@ -61,7 +61,7 @@ def test_set_threads_prefers_the_flag_then_omp_num_threads_then_the_rule(monkeyp
         assert threads.set_threads(None) == 3 and torch.get_num_threads() == 3
         monkeypatch.delenv('OMP_NUM_THREADS')
         monkeypatch.setattr(threads, 'available_cpus', lambda: 4)
-        assert threads.set_threads(None, num_workers=1) == 2
+        assert threads.set_threads(None, num_workers=1) == 3
         with pytest.raises(ValueError, match='--threads'):
             threads.set_threads(0)
     finally:
@@ -120,7 +120,7 @@ def test_contention_runs_every_setting_alone_and_contended_and_stops_the_busy_pr
                        '--json', str(out)]) == 0
     assert len(started) == 1 and all(p.poll() is not None for p in started)  # the busy loop is gone
     r = json.loads(out.read_text())
-    assert [row['name'] for row in r['results']] == ['torch defaults', 'PASSIVE', 'minideit default']
+    assert [row['name'] for row in r['results']] == ['torch defaults', 'minideit default', 'one core spare']
     for row in r['results']:
         assert row['alone_img_per_s'] > 0 and row['contended_img_per_s'] > 0
     assert 'contended / alone' in capsys.readouterr().out
