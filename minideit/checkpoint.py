@@ -11,6 +11,7 @@ import hashlib
 import os
 import pickle
 import random
+import shutil
 import tempfile
 from pathlib import Path
 
@@ -28,12 +29,22 @@ def save_atomic(obj, path: str | os.PathLike) -> None:
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
+
+    def write(tmp: Path) -> None:
+        with open(tmp, "wb") as f:
             torch.save(obj, f)
             f.flush()
             os.fsync(f.fileno())
+    _replace_via_temporary(path, write)
+
+
+def _replace_via_temporary(path: Path, fill) -> None:
+    """``fill(tmp)`` makes the new file under a temporary name beside `path`, which then replaces `path` in one
+    rename; if anything fails first (disk full, a kill), the temporary is removed and `path` is untouched."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        fill(Path(tmp))
         os.replace(tmp, path)
     except BaseException:
         # BaseException, not Exception: a Ctrl-C during the write must not leave a stray temp file either.
@@ -50,22 +61,16 @@ def link_atomic(source: str | os.PathLike, path: str | os.PathLike) -> None:
     link's place under the same temporary-name-then-rename rule.
     """
     source, path = Path(source), Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        os.unlink(tmp)  # mkstemp reserved a unique name; the link takes it
+
+    def fill(tmp: Path) -> None:
+        tmp.unlink()  # mkstemp reserved a unique name; the link takes it
         try:
             os.link(source, tmp)
         except OSError:
-            import shutil
             shutil.copyfile(source, tmp)
             with open(tmp, "rb+") as f:
                 os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    _fsync_dir(path.parent)
+    _replace_via_temporary(path, fill)
 
 
 def remove_stale_temporaries(directory: str | os.PathLike) -> list[Path]:
