@@ -1,4 +1,4 @@
-"""Every run draws curves.png at each evaluation; ``python -m minideit.plot`` overlays several runs."""
+"""Every run draws curves.png after its first evaluation, at most every 30 s after that, and after the last; ``python -m minideit.plot`` overlays several runs."""
 import json
 
 import pytest
@@ -75,3 +75,19 @@ def test_a_drawing_failure_never_raises(tmp_path, capsys):
     (tmp_path / "curves.png").mkdir()  # the PNG cannot be written: a folder is in the way
     assert write_curves(tmp_path) is None
     assert "warning: could not draw" in capsys.readouterr().err
+
+
+def test_curves_are_redrawn_first_then_at_most_every_30_s_and_at_the_end(monkeypatch):
+    """Drawing takes ~1.5 s, so a run that evaluates every few seconds must not redraw each time."""
+    from types import SimpleNamespace
+
+    from minideit import train as train_mod
+    clock = [100.0]
+    monkeypatch.setattr(train_mod.time, "monotonic", lambda: clock[0])
+    r = SimpleNamespace(curves_drawn_at=float("-inf"))
+    assert train_mod.draw_curves_now(r, last=False)  # the first evaluation
+    clock[0] += 5
+    assert not train_mod.draw_curves_now(r, last=False)
+    assert train_mod.draw_curves_now(r, last=True)  # the last epoch always
+    clock[0] += train_mod.CURVES_EVERY_S
+    assert train_mod.draw_curves_now(r, last=False)

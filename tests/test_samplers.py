@@ -142,3 +142,31 @@ def test_derive_seed_and_collate():
         collate([(np.zeros((4, 4, 3)), 1)])
     with pytest.raises(ValueError, match='batch size'):
         build_loader(RandomDataset(), 0, None, 0, 0, 0, drop_last=False)
+
+
+def test_seeded_dataset_gives_each_image_its_own_draws_and_puts_the_generators_back():
+    """A batch is loaded in one call (one save/restore of the generators, for speed), yet each image's augmentation
+    is a function of its own seed only, and the training process's random streams are left where they were."""
+    import random
+
+    import numpy as np
+
+    from minideit.train import SeededDataset
+
+    class Draws:
+        def __len__(self):
+            return 4
+
+        def __getitem__(self, index):
+            return index, random.random(), float(np.random.rand()), torch.rand(1).item()
+
+    data = SeededDataset(Draws())
+    items = [(0, 11), (1, 12), (2, 11)]
+    torch.manual_seed(0), random.seed(0), np.random.seed(0)
+    before = (random.random(), float(np.random.rand()), torch.rand(1).item())
+    torch.manual_seed(0), random.seed(0), np.random.seed(0)
+    batch = data.__getitems__(items)
+    after = (random.random(), float(np.random.rand()), torch.rand(1).item())
+    assert after == before  # the streams the step draws from (drop path) did not move
+    assert batch == [data[item] for item in items]  # one by one gives the same images
+    assert batch[0][1:] == batch[2][1:] and batch[0][1:] != batch[1][1:]  # same seed, same draws
