@@ -9,7 +9,7 @@ import torch
 
 from minideit.tools.reproduce import cli
 from minideit.tools.reproduce import lab as rlab
-from minideit.tools.reproduce.common import claim, is_close, merge
+from minideit.tools.reproduce.common import Gap, claim, gap, merge
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -53,13 +53,20 @@ def test_every_experiment_writes_json_markdown_and_png(suite, name):
             assert len(cell["values"]) >= 1 and cell["mean"] == pytest.approx(sum(cell["values"]) / len(cell["values"]),
                                                                             abs=1e-3)
     assert payload["claims"] and all(c["holds"] in (True, False) and c["evidence"] for c in payload["claims"])
+    assert all(c["verdict"] in ("yes", "same within error", "not shown", "no") for c in payload["claims"])
+    if name == "distillation":  # the over-fitting evidence: training top-1 beside the validation top-1
+        for row in ("teacher (regnety_002)", "no distillation", "DeiT⚗ hard: joint"):
+            fit = first[row]["train top-1, given labels (%)"]["mean"]
+            assert 0 <= fit <= 100 and "train top-1, drawn glyphs (%)" in first[row]
     md = (out / f"{name}.md").read_text()
     assert md.startswith("# ") and "| " in md and "Does the paper's ordering show up?" in md
     for row in EXPECTED_ROWS[name]:
         assert f"| {row} |" in md
     png = (out / f"{name}.png").read_bytes()
     assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 5000
-    assert (out / "README.md").is_file()
+    readme = (out / "README.md").read_text()
+    assert "[PROTOCOL.md](PROTOCOL.md)" in readme and f"| [{name}]({name}.md) |" in readme
+    assert " of 21** of the paper's orderings agree" in readme  # every experiment's claims counted once
 
 
 @pytest.mark.slow
@@ -125,11 +132,30 @@ def test_budget_shrinks_but_never_grows_the_runs(monkeypatch):
 def test_merge_and_claims():
     t = merge([{"a": {"x": 1.0}, "b": {"x": 5.0}}, {"a": {"x": 3.0}, "b": {"x": 5.0}}])
     assert t == {"a": {"x": [1.0, 3.0]}, "b": {"x": [5.0, 5.0]}}
-    assert not is_close(t, "x", "a", "b")  # 3 apart, spread 1.41
-    assert is_close(merge([{"a": {"x": 1.0}, "b": {"x": 2.0}}, {"a": {"x": 4.0}, "b": {"x": 2.0}}]), "x", "a", "b")
-    c = claim("a > b", False, "a 2, b 5.", "because", close=True)
-    assert c["holds"] is False and c["why"] == "because" and "within one seed" in c["evidence"]
-    assert claim("a > b", True, "", "because")["why"] == ""
+    c = claim("b > a", [gap(t, "x", "b", "a")], "because")
+    assert c["holds"] is True and c["verdict"] == "yes" and c["why"] == ""  # gap 3 > 2·SE = 2·√(2/2) = 2
+
+
+def test_gap_is_judged_against_twice_its_standard_error():
+    """The verdict protocol: yes beyond 2·SE the paper's way, not shown inside, no beyond it the other way; a
+    "≥" claim (a few tenths in the paper) is "same within error" inside. SE = √(s₁²/n + s₂²/n)."""
+    a, b = (10.0, 12.0, 14.0), (6.0, 7.0, 8.0)  # s = 2 and 1, n = 3: SE = √(4/3 + 1/3) = 1.29, 2·SE = 2.58
+    g = Gap("a", "b", a, b)
+    assert g.diff == pytest.approx(5.0) and g.se == pytest.approx((5 / 3) ** 0.5)
+    assert g.verdict == "yes"
+    assert Gap("a", "b", a, b, higher=False).verdict == "no"  # the paper says a is below b
+    close = (7.0, 9.0, 11.0)  # s = 2: gap 2 is inside 2·SE = 2.58
+    assert Gap("close", "b", close, b).verdict == "not shown"
+    assert Gap("close", "b", close, b, at_least=True).verdict == "same within error"
+    assert Gap("b", "close", b, close, at_least=True).verdict == "same within error"  # -2 is inside too
+    assert Gap("b", "a", b, a, at_least=True).verdict == "no"
+    # A claim is as weak as its weakest gap, and only yes / same within error count as agreeing.
+    c = claim("a > b > close", [Gap("a", "b", a, b), Gap("b", "close", b, close, at_least=True)], "because")
+    assert c["verdict"] == "same within error" and c["holds"] is True and c["why"] == ""
+    c = claim("a > close > b", [Gap("a", "b", a, b), Gap("close", "b", close, b)], "because")
+    assert c["verdict"] == "not shown" and c["holds"] is False and c["why"] == "because"
+    assert "2·SE = 2.6" in c["evidence"] and "is inside" in c["evidence"] and "exceeds" in c["evidence"]
+    assert claim("x", [g], extra=(False, "but the cosine is 1."))["verdict"] == "no"
 
 
 def test_markdown_table_shows_mean_and_std():

@@ -79,9 +79,12 @@ def write_outputs(out: Path, result: dict, seeds: list[int], data_set: str, scal
         digits = result.get("digits", {})
         md += [f"## {t}", "", markdown_table(rows, digits, digits.get(t, 1)), ""]
     md += ["## Does the paper's ordering show up?", ""]
+    md += ["Each verdict compares the means over the seeds: **yes** when the gap points the paper's way by more than "
+           "twice its standard error √(s₁²/n + s₂²/n), **same within error** for a claim the paper makes with a "
+           "gap of a few tenths, **not shown** when the gap is inside 2·SE, **no** when it is reversed beyond it "
+           "([PROTOCOL.md](PROTOCOL.md)).", ""]
     for c in result["claims"]:
-        verdict = {True: "**yes**", False: "**no**", None: "**undecided**"}[c["holds"]]
-        md.append(f"- {c['claim']}: {verdict}. {c['evidence']}" + (f" {c['why']}" if c.get("why") else ""))
+        md.append(f"- {c['claim']}: **{c['verdict']}**. {c['evidence']}" + (f" {c['why']}" if c.get("why") else ""))
     md += [""] + [f"{n}" for n in result.get("notes", [])]
     (out / f"{name}.md").write_text("\n".join(md).rstrip() + "\n")
 
@@ -209,7 +212,7 @@ def main(argv: list[str] | None = None) -> int:
     jobs = args.jobs or (1 if torch.cuda.is_available() else len(seeds))
     if jobs > 1 and len(seeds) > 1:
         train_seeds_in_parallel(labs, names, jobs)
-    timings, used = {}, {}
+    timings, used, verdicts = {}, {}, {}
     for name in names:
         print(f"{name}: {len(seeds)} seeds, {scale}", flush=True)
         for lab in labs:
@@ -218,20 +221,38 @@ def main(argv: list[str] | None = None) -> int:
         runs = {(lab.seed, folder): sec for lab in labs for folder, sec in lab.used.items()}
         used.update(runs)
         timings[name] = sum(runs.values())  # each run's own training time, whether trained now or found cached
+        verdicts[name] = [c["verdict"] for c in result["claims"]]
         write_outputs(Path(args.out), result, seeds, args.data_set, scale, timings[name])
         print(f"{name}: {timings[name] / 60:.1f} min of training → {Path(args.out) / name}.md", flush=True)
     wall = time.perf_counter() - t_start
     if len(names) > 1:
-        lines = ["| experiment | minutes of training (its runs) |", "|---|---|"] + [
-            f"| [{n}]({n}.md) | {t / 60:.1f} |" for n, t in timings.items()]
-        (Path(args.out) / "README.md").write_text(
-            f"# Results of `python -m minideit.reproduce {args.experiment}`\n\n" + "\n".join(lines) +
-            f"\n\nAll {len(used)} runs together: {sum(used.values()) / 60:.1f} minutes of training on "
-            f"{device_name()}, each run timed in its own process (a run that several experiments share counts "
-            f"once here and in each of their rows). With `--jobs N`, N seeds train at the same time: on our 2-core "
-            f"CPU a fresh `all` with 3 seeds side by side took {FULL_MINUTES:.0f} minutes of wall time. This "
-            f"invocation took {wall / 60:.1f} minutes; runs found in the cache (`--cache`) are not trained again.\n")
+        write_readme(Path(args.out), args.experiment, seeds, timings, verdicts, used, wall)
     return 0
+
+
+def agreeing(verdicts: list[str]) -> int:
+    return sum(v in ("yes", "same within error") for v in verdicts)
+
+
+def write_readme(out: Path, experiment: str, seeds: list[int], timings: dict, verdicts: dict, used: dict,
+                 wall: float) -> None:
+    """The index of the results: per experiment its training minutes and how many of the paper's orderings
+    agree; the protocol the verdicts follow is PROTOCOL.md, written by hand before the final run."""
+    total = sum(len(v) for v in verdicts.values())
+    lines = ["| experiment | minutes of training (its runs) | orderings that agree with the paper |", "|---|---|---|"]
+    lines += [f"| [{n}]({n}.md) | {t / 60:.1f} | {agreeing(verdicts[n])} of {len(verdicts[n])} "
+              f"({', '.join(verdicts[n])}) |" for n, t in timings.items()]
+    (out / "README.md").write_text(
+        f"# Results of `python -m minideit.reproduce {experiment}`\n\n"
+        f"Seeds {', '.join(map(str, seeds))}. **{sum(agreeing(v) for v in verdicts.values())} of {total}** of the "
+        f"paper's orderings agree (verdict **yes**, or **same within error** where the paper's own gap is a few "
+        f"tenths). How the verdicts are made, which seeds chose the settings and which were kept for these tables: "
+        f"[PROTOCOL.md](PROTOCOL.md).\n\n" + "\n".join(lines) +
+        f"\n\nAll {len(used)} runs together: {sum(used.values()) / 60:.1f} minutes of training on "
+        f"{device_name()}, each run timed in its own process (a run that several experiments share counts "
+        f"once here and in each of their rows). This invocation took {wall / 60:.1f} minutes of wall time "
+        f"(runs found in the cache, `--cache`, are not trained again; with `--jobs N`, N seeds train side by "
+        f"side).\n")
 
 
 if __name__ == "__main__":

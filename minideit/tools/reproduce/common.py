@@ -1,15 +1,30 @@
-"""What every experiment shares: per-seed rows merged into tables, the paper's claims checked on the means, and
-a bar plot. A claim whose gap is inside the seed-to-seed spread says so, because three seeds of a run a few epochs
-long cannot order two methods that close."""
+"""What every experiment shares: per-seed rows merged into tables, the paper's claims judged on the seeds, and a
+bar plot.
+
+How a claim is judged (the protocol of book/results/PROTOCOL.md): every ordering the paper states is a comparison of
+two rows, ``a`` against ``b``, over the n seeds. Its gap is the difference of the means, its standard error
+SE = √(s_a²/n + s_b²/n), and the verdict is
+
+* **yes**: the gap points the paper's way and is larger than 2·SE;
+* **same within error**: for a claim the paper makes with a gap of a few tenths (``at_least``: "≥", "does not
+  hurt"), the gap is inside 2·SE, which is what the paper's own numbers would give at this precision;
+* **not shown**: a strict claim whose gap points the paper's way but is inside 2·SE, so these seeds cannot order
+  the two rows;
+* **no**: the gap points the other way by more than 2·SE.
+
+"yes" and "same within error" count as agreeing with the paper.
+"""
 from __future__ import annotations
 
+import dataclasses
+import math
 import statistics
 
 NANO, NANO_DIST = "deit_nano_patch4_32", "deit_nano_distilled_patch4_32"
 
 
 # ----------------------------------------------------------------------------------------------------------------
-# Helpers: per-seed rows → tables, claims
+# Helpers: per-seed rows → tables
 # ----------------------------------------------------------------------------------------------------------------
 def merge(per_seed: list[dict]) -> dict:
     """[{row: {col: value}}, ...] (one dict per seed) → {row: {col: [value per seed]}}, rows in first-seen order."""
@@ -34,17 +49,71 @@ def show(table: dict, row: str, col: str) -> str:
     return f"{row}: {mean(table, row, col):.1f}"
 
 
-def claim(text: str, holds: bool, evidence: str, why_not: str = "", close: bool = False) -> dict:
-    """One of the paper's statements checked on our means. ``close``: the gap is inside the seed spread."""
-    if close:
-        evidence += " The gap is within one seed-to-seed standard deviation, so these seeds cannot order them."
-    return {"claim": text, "holds": bool(holds), "evidence": evidence, "why": "" if holds else why_not}
+# ----------------------------------------------------------------------------------------------------------------
+# Claims: gaps against twice their standard error
+# ----------------------------------------------------------------------------------------------------------------
+@dataclasses.dataclass(frozen=True)
+class Gap:
+    """``a`` against ``b`` in one column. ``higher``: the paper says a is above b (False: below, as for
+    disagreement). ``at_least``: the paper's claim is "≥" (its gap is a few tenths), so a gap inside the error
+    agrees with it."""
+    a: str
+    b: str
+    a_values: tuple[float, ...]
+    b_values: tuple[float, ...]
+    higher: bool = True
+    at_least: bool = False
+    digits: int = 1
+
+    @property
+    def diff(self) -> float:
+        """mean(a) − mean(b), signed so that a positive gap is the paper's direction."""
+        d = statistics.fmean(self.a_values) - statistics.fmean(self.b_values)
+        return d if self.higher else -d
+
+    @property
+    def se(self) -> float:
+        """√(s_a²/n_a + s_b²/n_b): the standard error of the difference of two independent means."""
+        var = lambda v: statistics.variance(v) / len(v) if len(v) > 1 else 0.0  # noqa: E731
+        return math.sqrt(var(self.a_values) + var(self.b_values))
+
+    @property
+    def verdict(self) -> str:
+        if self.diff > 2 * self.se:
+            return "yes"
+        if self.diff < -2 * self.se:
+            return "no"
+        return "same within error" if self.at_least else "not shown"
+
+    def describe(self) -> str:
+        def ms(v):
+            s = statistics.stdev(v) if len(v) > 1 else 0.0
+            return f"{statistics.fmean(v):.{self.digits}f} ± {s:.{self.digits}f}"
+        sign = ("≥" if self.at_least else ">") if self.higher else ("≤" if self.at_least else "<")
+        inside = "exceeds" if abs(self.diff) > 2 * self.se else "is inside"
+        return (f"{self.a} {ms(self.a_values)} {sign} {self.b} {ms(self.b_values)}? gap {self.diff:+.{self.digits}f} "
+                f"(the paper's way positive), which {inside} 2·SE = {2 * self.se:.{self.digits}f}")
 
 
-def is_close(table: dict, col: str, *rows: str) -> bool:
-    """Are any two consecutive rows closer than the larger of their standard deviations?"""
-    return any(abs(mean(table, a, col) - mean(table, b, col)) < max(spread(table, a, col), spread(table, b, col))
-               for a, b in zip(rows, rows[1:]))
+def gap(table: dict, col: str, a: str, b: str, higher: bool = True, at_least: bool = False,
+        digits: int = 1) -> Gap:
+    return Gap(a, b, tuple(table[a][col]), tuple(table[b][col]), higher, at_least, digits)
+
+
+VERDICT_ORDER = ("no", "not shown", "same within error", "yes")  # a claim is as weak as its weakest gap
+
+
+def claim(text: str, gaps: list[Gap], why_not: str = "", extra: tuple[bool, str] | None = None) -> dict:
+    """One of the paper's statements, judged by its gaps (all must agree with the paper). ``extra``: a condition
+    that is not a gap between rows (holds, its evidence), such as a cosine staying below 1."""
+    verdict = min((g.verdict for g in gaps), key=VERDICT_ORDER.index)
+    evidence = "; ".join(g.describe() for g in gaps) + "."
+    if extra is not None:
+        evidence += " " + extra[1]
+        if not extra[0]:
+            verdict = "no"
+    holds = verdict in ("yes", "same within error")
+    return {"claim": text, "holds": holds, "verdict": verdict, "evidence": evidence, "why": "" if holds else why_not}
 
 
 def bars(ax, table: dict, col: str, rows: list[str] | None = None, colours=None, xlabel: str = "top-1 (%)"):
@@ -58,10 +127,4 @@ def bars(ax, table: dict, col: str, rows: list[str] | None = None, colours=None,
     ax.set_xlabel(xlabel)
     lo = min(m - s for m, s in zip(means, stds))
     ax.set_xlim(max(0.0, lo - 5), max(m + s for m, s in zip(means, stds)) + 2)
-
-
-UNDERTRAINED = ("These runs are about 10⁵ times smaller than the paper's (a few thousand images, a few epochs): the "
-                "students are still learning the training set, not over-fitting it, which is where the paper's "
-                "effect comes from.")
-
 

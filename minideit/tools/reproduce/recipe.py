@@ -14,7 +14,7 @@ import torch
 from minideit import config as config_mod
 from minideit.models import create_model
 from minideit.tools.reproduce.lab import Lab
-from .common import NANO, NANO_DIST, UNDERTRAINED, bars, claim, is_close, mean, merge, show
+from .common import NANO, NANO_DIST, bars, claim, gap, mean, merge
 
 # ----------------------------------------------------------------------------------------------------------------
 # Table 8: ablation of the recipe
@@ -70,26 +70,21 @@ def ablation(labs: list[Lab]) -> dict:
         t[label]["paper DeiT-B (%)"] = [paper]
     demo = "demo recipe (none of Table 9's regularisers)"
     underfit = mean(t, BASE, c) < mean(t, demo, c)
-    why = ((f"The full recipe ({mean(t, BASE, c):.1f}) is below the demo recipe without its regularisers "
-            f"({mean(t, demo, c):.1f}): at this scale the model under-fits, so taking a regulariser away helps. "
-            if underfit else "") + "Table 8's large drops are DeiT-B over-fitting 1.28M images in 300 epochs; "
-           "our model is 70× smaller and sees 10⁵ times fewer images.")
+    why = (f"The full recipe ({mean(t, BASE, c):.1f}) is below the demo recipe without its regularisers "
+           f"({mean(t, demo, c):.1f}): the model under-fits, so taking a regulariser away helps." if underfit else
+           "With the other regularisers still on, removing this one changes less than the seeds do.")
     claims = []
     for label, (change, paper) in VARIANTS.items():
         if label == BASE:
             continue
         if change.get("model_ema"):
             claims.append(claim("EMA of the weights does not hurt (Table 8: 81.9 vs 81.8)",
-                                mean(t, label, c) >= mean(t, BASE, c),
-                                f"{show(t, label, c)} vs {show(t, BASE, c)}.",
-                                f"Over {ema_steps(labs[0])} steps the average still carries early, weaker weights.",
-                                is_close(t, c, label, BASE)))
+                                [gap(t, c, label, BASE, at_least=True)],
+                                f"Over {ema_steps(labs[0])} steps the average still carries early, weaker weights."))
             continue
-        claims.append(claim(f"removing {label.lstrip('− ')} lowers top-1 (Table 8: 81.8 → {paper})"
-                            if label.startswith("−")
-                            else f"{label} lowers top-1 (Table 8: 81.8 → {paper})",
-                            mean(t, label, c) < mean(t, BASE, c), f"{show(t, label, c)} vs {show(t, BASE, c)}.",
-                            why, is_close(t, c, label, BASE)))
+        text = (f"removing {label.lstrip('− ')} lowers top-1 (Table 8: 81.8 → {paper})" if label.startswith("−")
+                else f"{label} lowers top-1 (Table 8: 81.8 → {paper})")
+        claims.append(claim(text, [gap(t, c, BASE, label)], why))
 
     def plot(fig, tables):
         bars(fig.add_subplot(), tables["ablation"], c, colours=["tab:blue"] + ["tab:gray"] * (len(t) - 1))
@@ -106,42 +101,40 @@ def ablation(labs: list[Lab]) -> dict:
 # Table 10: fine-tuning at a higher resolution
 # ----------------------------------------------------------------------------------------------------------------
 def resolution(labs: list[Lab]) -> dict:
-    """Table 10 / §6: train at 32 px, fine-tune at 48 and 64 px with bicubically interpolated position embeddings
-    (the synthetic images are drawn at each size, as ImageNet photos are decoded at each size). The fine-tune at
-    32 is our control: the same extra epochs without a change of resolution."""
+    """Table 10 / §6: train at the lab's size S, fine-tune at 1.5·S and 2·S with bicubically interpolated position
+    embeddings (the synthetic images are drawn at each size, as ImageNet photos are decoded at each size). The
+    fine-tune at S is our control: the same extra epochs without a change of resolution."""
+    size = labs[0].scale.input_size
+    sizes = (size, size * 3 // 2, size * 2)
     per_seed = []
     for lab in labs:
         base = lab.undistilled()
         lr = base.cfg.lr / 10  # §6 fine-tunes at a constant lr far below the training lr, weight decay 1e-8
         tune = dict(finetune=str(base.weights), epochs=lab.scale.finetune_epochs, lr=lr, min_lr=lr, sched="constant",
                     warmup_epochs=0, weight_decay=1e-8)
-        rows = {"train 32, test 32": base.stats["test_acc1"]}
-        for size in (32, 48, 64):
-            if size != 32:
-                plain = lab.train(f"eval-{size}", model=NANO, input_size=size, finetune=str(base.weights), eval=True)
-                rows[f"test at {size}, no fine-tuning"] = plain.stats["test_acc1"]
-            tuned = lab.student(f"deit-none-ft{size}", NANO, input_size=size, **tune)
-            rows[f"fine-tune at {size}" + (" (control)" if size == 32 else "")] = tuned.stats["test_acc1"]
+        rows = {f"train {size}, test {size}": base.stats["test_acc1"]}
+        for s in sizes:
+            if s != size:
+                plain = lab.train(f"eval-{s}", model=NANO, input_size=s, finetune=str(base.weights), eval=True)
+                rows[f"test at {s}, no fine-tuning"] = plain.stats["test_acc1"]
+            tuned = lab.student(f"deit-none-ft{s}", NANO, input_size=s, **tune)
+            rows[f"fine-tune at {s}" + (" (control)" if s == size else "")] = tuned.stats["test_acc1"]
         per_seed.append({r: {"top-1 (%)": v} for r, v in rows.items()})
     t = merge(per_seed)
     c = "top-1 (%)"
-    base, f32, f48, f64 = "train 32, test 32", "fine-tune at 32 (control)", "fine-tune at 48", "fine-tune at 64"
+    base, control = f"train {size}, test {size}", f"fine-tune at {size} (control)"
+    mid, high = f"fine-tune at {sizes[1]}", f"fine-tune at {sizes[2]}"
+    plain_mid, plain_high = f"test at {sizes[1]}, no fine-tuning", f"test at {sizes[2]}, no fine-tuning"
     claims = [
         claim("fine-tuning at a higher resolution beats the training resolution (Table 10: 224 → 81.8, "
-              "384 → 83.1)", min(mean(t, f48, c), mean(t, f64, c)) > mean(t, base, c),
-              f"{show(t, f48, c)}; {show(t, f64, c)}; {show(t, base, c)}.",
-              "The glyphs are drawn at every size with the same shapes, so more pixels add little new detail, "
-              "while the patch grid and the interpolated embeddings change.", is_close(t, c, f48, base)),
+              "384 → 83.1)", [gap(t, c, mid, base), gap(t, c, high, base)],
+              "More pixels help only where the images have detail that the training resolution lost."),
         claim("accuracy rises with the fine-tuning resolution (Table 10: 160 < 224 < 320 < 384), including "
-              "against our same-length fine-tune at 32", mean(t, f32, c) < mean(t, f48, c) < mean(t, f64, c),
-              f"{show(t, f32, c)}; {show(t, f48, c)}; {show(t, f64, c)}.",
-              f"{lab_epochs(labs)} fine-tuning epochs may be too few for the model to adapt to four times as many "
-              "tokens.", is_close(t, c, f32, f48, f64)),
+              "against our same-length fine-tune at the training resolution",
+              [gap(t, c, mid, control), gap(t, c, high, mid)],
+              f"{lab_epochs(labs)} fine-tuning epochs may be too few for the model to adapt to more tokens."),
         claim("interpolated position embeddings alone do not carry the accuracy to a new resolution: fine-tuning "
-              "is needed (§6, after FixRes)", all(mean(t, f"test at {s}, no fine-tuning", c) < mean(t, f"fine-tune "
-                                                 f"at {s}", c) for s in (48, 64)),
-              f"{show(t, 'test at 48, no fine-tuning', c)} vs {show(t, f48, c)}; "
-              f"{show(t, 'test at 64, no fine-tuning', c)} vs {show(t, f64, c)}.", ""),
+              "is needed (§6, after FixRes)", [gap(t, c, mid, plain_mid), gap(t, c, high, plain_high)], ""),
     ]
 
     def plot(fig, tables):
@@ -149,7 +142,7 @@ def resolution(labs: list[Lab]) -> dict:
              colours=["tab:gray", "tab:gray", "tab:red", "tab:blue", "tab:red", "tab:blue"])
 
     return dict(name="resolution", paper="Table 10", title="Fine-tuning at a higher resolution",
-                intro="DeiT-nano (no distillation) trained at 32×32, then fine-tuned at a constant learning rate a "
+                intro=f"DeiT-nano (no distillation) trained at {size}×{size}, then fine-tuned at a constant learning rate a "
                       "tenth of training's, weight decay 1e-8, with the position embedding resized by bicubic "
                       "interpolation. Paper (DeiT-B): 160 px 79.9, 224 px 81.8, 320 px 82.7, 384 px 83.1.",
                 tables={"resolution": t}, claims=claims, plot=plot)
@@ -228,15 +221,13 @@ def transfer(labs: list[Lab]) -> dict:
     scratch, ft, ftd = "from scratch", "fine-tuned from DeiT-nano", "fine-tuned from DeiT-nano⚗ (class head)"
     claims = [
         claim("pre-training on another dataset beats training on the target from scratch (CIFAR-10: DeiT-B⚗↑384 "
-              "fine-tuned 99.2 vs DeiT-B from scratch 97.5)", mean(t, ft, c) > mean(t, scratch, c),
-              f"{show(t, ft, c)}; {show(t, scratch, c)}.",
+              "fine-tuned 99.2 vs DeiT-B from scratch 97.5)", [gap(t, c, ft, scratch)],
               "The source and target share only low-level statistics (backgrounds, strokes); with the same "
-              "number of epochs the from-scratch model catches up on a small target. " + UNDERTRAINED,
-              is_close(t, c, ft, scratch)),
+              "number of epochs the from-scratch model catches up on a small target."),
         claim("a distilled source transfers at least as well (Table 7's DeiT⚗ rows are its best)",
-              mean(t, ftd, c) >= mean(t, ft, c), f"{show(t, ftd, c)}; {show(t, ft, c)}.",
+              [gap(t, c, ftd, ft, at_least=True)],
               "The target is fine-tuned without a teacher, so the distillation token gets no training signal "
-              "here; only what distillation left in the shared layers can help.", is_close(t, c, ftd, ft)),
+              "here; only what distillation left in the shared layers can help."),
     ]
 
     def plot(fig, tables):
