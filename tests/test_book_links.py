@@ -189,14 +189,15 @@ def broken_links_in(text: str, source: Path) -> list[str]:
 # --- Verdicts on the paper's claims: stated once, in book/results/, quoted word for word --------------------------
 
 RESULTS = ROOT / "book" / "results"
-QUOTED_VERDICT = re.compile(r"^> (.*\*\*(?:yes|no)\*\*.*?)(?: \(\[[^\]]*\]\(([^)]*)\)\))?$", re.M)
+VERDICTS = r"\*\*(?:yes|no|not shown|same within error|undecided)\*\*"  # the protocol's verdicts, and the earlier rule's
+QUOTED_VERDICT = re.compile(r"^> (.*" + VERDICTS + r".*?)(?: \(\[[^\]]*\]\(([^)]*)\)\))?$", re.M)
 
 
 def results_verdicts() -> dict[str, str]:
     """Each verdict line of book/results/*.md (without its bullet) -> the page that states it."""
     return {line[2:]: page.name for page in sorted(RESULTS.glob("*.md"))
             for line in page.read_text(encoding="utf-8").splitlines()
-            if line.startswith("- ") and re.search(r"\*\*(?:yes|no)\*\*", line)}
+            if line.startswith("- ") and re.search(VERDICTS, line)}
 
 
 def misquoted_verdicts(text: str) -> list[str]:
