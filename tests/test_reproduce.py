@@ -129,6 +129,16 @@ def test_budget_shrinks_but_never_grows_the_runs(monkeypatch):
     assert rlab.scale_for(0.01, 3).epochs >= 2
 
 
+def test_set_changes_the_scale_of_development_runs(monkeypatch):
+    monkeypatch.delenv("MINIDEIT_SMOKE", raising=False)
+    scale = cli.parse_scale(["num_samples=512", "epochs=80", "lr=3e-4"])
+    assert (scale.num_samples, scale.epochs, scale.lr) == (512, 80, 3e-4) and scale.batch_size == rlab.Scale().batch_size
+    assert rlab.scale_for(None, 3, scale) == scale
+    lab = rlab.Lab("/tmp/unused", "synthetic", "", 100, scale)
+    cfg = lab.config()
+    assert (cfg.num_samples, cfg.epochs, cfg.lr) == (512, 80, 3e-4)
+
+
 def test_merge_and_claims():
     t = merge([{"a": {"x": 1.0}, "b": {"x": 5.0}}, {"a": {"x": 3.0}, "b": {"x": 5.0}}])
     assert t == {"a": {"x": [1.0, 3.0]}, "b": {"x": [5.0, 5.0]}}
@@ -183,6 +193,9 @@ def test_new_glyph_data_reads_as_cifar10(tmp_path):
     (["distillation", "--data-set", "mnist"], "--data-set must be"),
     (["all", "--budget-minutes", "0"], "--budget-minutes must be a positive"),
     (["distillation", "--budget-minutes", "soon"], "invalid float value"),
+    (["distillation", "--set", "epoch=3"], "'epoch' is not a Scale field; choose from num_samples, epochs"),
+    (["distillation", "--set", "epochs=three"], "epochs takes an integer, got 'three'"),
+    (["distillation", "--set", "lr=0"], "lr must be positive"),
 ])
 def test_bad_input_is_one_line_and_exit_2(argv, message, capsys, tmp_path):
     code = cli.main(argv + ["--out", str(tmp_path / "out"), "--cache", str(tmp_path / "cache")]) \

@@ -165,6 +165,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--jobs", type=int, default=0,
                    help="seeds trained at the same time, each in its own process (default: one process per seed on "
                         "a CPU, 1 on a GPU)")
+    p.add_argument("--set", nargs="+", default=[], metavar="FIELD=VALUE",
+                   help="change the run sizes of Scale (minideit/tools/reproduce/lab.py), e.g. --set num_samples=512 "
+                        "epochs=80 batch_size=32 lr=3e-4: how development runs try a regime (book/results/"
+                        "PROTOCOL.md); the runs are cached under their own settings")
     p.add_argument("--budget-minutes", dest="budget", type=float, default=None,
                    help="shorten training so the requested experiments fit in this many minutes (default: the "
                         f"full settings, which took {FULL_MINUTES:.0f} minutes for all with 3 seeds on 2 cores)")
@@ -179,6 +183,26 @@ def parse_seeds(raw: list[str]) -> list[int]:
     if any(s < 0 for s in seeds) or len(set(seeds)) != len(seeds):
         raise ValueError(f"--seeds must be distinct non-negative integers such as 0 1 2, got {' '.join(raw)}")
     return seeds
+
+
+def parse_scale(pairs: list[str]) -> Scale:
+    """``["epochs=80", "lr=3e-4"]`` → ``Scale()`` with those fields changed; every value must be positive."""
+    fields = {f.name: f.type for f in dataclasses.fields(Scale)}
+    changes = {}
+    for pair in pairs:
+        name, _, raw = pair.partition("=")
+        if name not in fields:
+            raise ValueError(f"--set {pair}: {name!r} is not a Scale field; choose from {', '.join(fields)}")
+        kind = int if fields[name] in (int, "int") else float
+        try:
+            value = kind(raw)
+        except ValueError:
+            raise ValueError(f"--set {pair}: {name} takes {'an integer' if kind is int else 'a number'}, "
+                             f"got {raw!r}") from None
+        if not (math.isfinite(value) and value > 0):
+            raise ValueError(f"--set {pair}: {name} must be positive")
+        changes[name] = value
+    return dataclasses.replace(Scale(), **changes)
 
 
 def check_args(args) -> list[str]:
@@ -202,11 +226,12 @@ def main(argv: list[str] | None = None) -> int:
     try:
         names = check_args(args)
         seeds = parse_seeds(args.seeds)
+        base = parse_scale(args.set)
     except (ValueError, FileNotFoundError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     # The budget is for what was asked: one experiment alone may use about a seventh of the whole suite's time.
-    scale = scale_for(None if args.budget is None else args.budget * len(EXPERIMENTS) / len(names), len(seeds))
+    scale = scale_for(None if args.budget is None else args.budget * len(EXPERIMENTS) / len(names), len(seeds), base)
     labs = [Lab(Path(args.cache), args.data_set, args.data_path, s, scale) for s in seeds]
     t_start = time.perf_counter()
     jobs = args.jobs or (1 if torch.cuda.is_available() else len(seeds))

@@ -43,16 +43,17 @@ class Scale:
     transfer_samples: int = 1000  # training images of the transfer target
     batch_size: int = 64  # the demo's: more steps per epoch than 128, which these short runs need
     input_size: int = 32  # image side in pixels (the synthetic images are drawn at this size)
+    lr: float = 1e-3  # the students' AdamW learning rate, not scaled by the batch (the demo's; development.md)
 
 
-def scale_for(budget_minutes: float | None, num_seeds: int) -> Scale:
-    """The full settings, or, given ``budget_minutes``, shrunk (never grown) so that ``num_seeds`` seeds of the
-    whole suite fit in it on a CPU like ours. Training time is about proportional to the epochs, so the epochs
+def scale_for(budget_minutes: float | None, num_seeds: int, full: Scale | None = None) -> Scale:
+    """``full`` (default ``Scale()``), or, given ``budget_minutes``, shrunk (never grown) so that ``num_seeds`` seeds
+    of the whole suite fit in it on a CPU like ours. Training time is about proportional to the epochs, so the epochs
     shrink by the ratio of the budget to ``FULL_MINUTES``, rounded down so that the budget is not overrun."""
     if config_mod.smoke():
         return Scale(num_samples=64, epochs=1, teacher_epochs=1, finetune_epochs=1, transfer_samples=64,
                      batch_size=32)
-    full = Scale()
+    full = full or Scale()
     if budget_minutes is None:
         return full
     factor = min(1.0, budget_minutes / FULL_MINUTES * 3 / num_seeds)
@@ -95,7 +96,7 @@ class Lab:
         epochs = overrides.get("epochs", s.epochs)
         cfg = dataclasses.replace(
             cfg, data_set=self.data_set, data_path=self.data_path, seed=self.seed, batch_size=s.batch_size,
-            input_size=s.input_size,
+            input_size=s.input_size, lr=s.lr,
             num_samples=s.num_samples if self.data_set == "synthetic" else 0, epochs=epochs,
             warmup_epochs=max(min(1, epochs - 1), epochs // 10),  # the demo's one epoch, a tenth of longer runs
             model="deit_nano_patch4_32", distillation_type="none", teacher_path="", num_workers=0,
