@@ -165,7 +165,8 @@ def test_gap_is_judged_against_twice_its_standard_error():
     c = claim("a > close > b", [Gap("a", "b", a, b), Gap("close", "b", close, b)], "because")
     assert c["verdict"] == "not shown" and c["holds"] is False and c["why"] == "because"
     assert "2·SE = 2.6" in c["evidence"] and "is inside" in c["evidence"] and "exceeds" in c["evidence"]
-    assert claim("x", [g], extra=(False, "but the cosine is 1."))["verdict"] == "no"
+    assert claim("x", [g], note="but the cosine is 1.", condition=False)["verdict"] == "no"
+    assert claim("x", [g], note="Teachers: 60 → 40.")["evidence"].endswith("2·SE = 2.6. Teachers: 60 → 40.")
 
 
 def test_markdown_table_shows_mean_and_std():

@@ -40,15 +40,6 @@ def mean(table: dict, row: str, col: str) -> float:
     return statistics.fmean(table[row][col])
 
 
-def spread(table: dict, row: str, col: str) -> float:
-    values = table[row][col]
-    return statistics.stdev(values) if len(values) > 1 else 0.0
-
-
-def show(table: dict, row: str, col: str) -> str:
-    return f"{row}: {mean(table, row, col):.1f}"
-
-
 # ----------------------------------------------------------------------------------------------------------------
 # Claims: gaps against twice their standard error
 # ----------------------------------------------------------------------------------------------------------------
@@ -103,15 +94,12 @@ def gap(table: dict, col: str, a: str, b: str, higher: bool = True, at_least: bo
 VERDICT_ORDER = ("no", "not shown", "same within error", "yes")  # a claim is as weak as its weakest gap
 
 
-def claim(text: str, gaps: list[Gap], why_not: str = "", extra: tuple[bool, str] | None = None) -> dict:
-    """One of the paper's statements, judged by its gaps (all must agree with the paper). ``extra``: a condition
-    that is not a gap between rows (holds, its evidence), such as a cosine staying below 1."""
-    verdict = min((g.verdict for g in gaps), key=VERDICT_ORDER.index)
-    evidence = "; ".join(g.describe() for g in gaps) + "."
-    if extra is not None:
-        evidence += " " + extra[1]
-        if not extra[0]:
-            verdict = "no"
+def claim(text: str, gaps: list[Gap], why_not: str = "", note: str = "", condition: bool = True) -> dict:
+    """One of the paper's statements, judged by its gaps (all must agree with the paper). ``note``: more evidence
+    for the reader; ``condition``: a part of the statement that is not a gap between rows (a cosine staying below
+    1), which makes the verdict "no" when False."""
+    verdict = min((g.verdict for g in gaps), key=VERDICT_ORDER.index) if condition else "no"
+    evidence = "; ".join(g.describe() for g in gaps) + "." + (f" {note}" if note else "")
     holds = verdict in ("yes", "same within error")
     return {"claim": text, "holds": holds, "verdict": verdict, "evidence": evidence, "why": "" if holds else why_not}
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from minideit.tools.reproduce.lab import Lab, Run
+from minideit.tools.reproduce.lab import Lab, Run, trained_model
 from .common import NANO, NANO_DIST, bars, claim, gap, mean, merge
 
 
@@ -109,15 +109,15 @@ def teachers(labs: list[Lab]) -> dict:
               "(Table 2: RegNetY-8GF 81.7 → 82.7, DeiT-B 81.8 → 81.9)", [gap(t, sc, twin, deit)],
               "The convnet's advantage in the paper is its inductive bias (locality) reaching the transformer "
               "through its labels.",
-              extra=(True, f"Closest in accuracy: {twin} ({mean(t, twin, tc):.1f}) and the transformer "
-                           f"({mean(t, deit, tc):.1f})" + (f", {gap_t:.1f} points apart, so 'similar' is loose."
-                                                           if gap_t > 3 else "."))),
+              note=f"Closest in accuracy: {twin} ({mean(t, twin, tc):.1f}) and the transformer "
+                   f"({mean(t, deit, tc):.1f})" + (f", {gap_t:.1f} points apart, so 'similar' is loose."
+                                                   if gap_t > 3 else ".")),
         claim("a more accurate convnet teacher gives a better student (Table 2: 82.7 → 83.1 from RegNetY-4GF to "
               "16GF)", [gap(t, sc, hi, lo) for lo, hi in zip(order_t, order_t[1:])],
               "Teachers trained for less time differ in more than accuracy (their mistakes are noisier), and "
               "the student gaps are small.",
-              extra=(True, "Teachers by accuracy: " + ", ".join(f"{mean(t, r, tc):.1f} → student "
-                                                                f"{mean(t, r, sc):.1f}" for r in order_t) + ".")),
+              note="Teachers by accuracy: " + ", ".join(f"{mean(t, r, tc):.1f} → student {mean(t, r, sc):.1f}"
+                                                        for r in order_t) + "."),
     ]
 
     def plot(fig, tables):
@@ -149,8 +149,7 @@ def predictions(lab: Lab, runs: dict[str, Run]) -> tuple[dict[str, torch.Tensor]
     from minideit.data.samplers import EvalSampler
     from minideit.distributed import init_distributed
     from minideit.engine import head_logits
-    from minideit.models import create_model
-    from minideit.train import build_data, model_overrides, num_classes_of
+    from minideit.train import build_data
     from minideit.vit import token_cosine
     dist = init_distributed("auto")
     some = next(iter(runs.values())).cfg
@@ -158,13 +157,7 @@ def predictions(lab: Lab, runs: dict[str, Run]) -> tuple[dict[str, torch.Tensor]
     loader = build_loader(val_set, 256, EvalSampler(len(val_set), 1, 0), 0, 0, 0, drop_last=False)
     preds: dict[str, list] = {"ground truth": []}
     cosine_sum, count = 0.0, 0
-    models = {}
-    for label, r in runs.items():
-        size = {"img_size": r.cfg.input_size} if r.cfg.model.startswith("deit") else {}
-        m = create_model(r.cfg.model, num_classes_of(r.cfg), **size,
-                         **model_overrides(r.cfg.model, r.cfg.input_size, r.cfg.model_overrides))
-        m.load_state_dict(torch.load(r.weights, map_location="cpu")["model"])
-        models[label] = m.to(dist.device).eval()
+    models = {label: trained_model(r.cfg, r.weights).to(dist.device) for label, r in runs.items()}
     for images, targets in loader:
         images = images.to(dist.device)
         preds["ground truth"].append(targets)
@@ -208,8 +201,9 @@ def agreement(labs: list[Lab]) -> dict:
               "at the last layer), without becoming identical",
               [gap(cos, "cosine", layers[-1], layers[0], digits=2)],
               "Both tokens are learned from the same small data; at initialisation they are random vectors.",
-              extra=(last < 0.999, f"The last layer's cosine is {last:.3f}, " +
-                     ("below 0.999: not identical." if last < 0.999 else "the two tokens are the same vector."))),
+              condition=last < 0.999,
+              note=f"The last layer's cosine is {last:.3f}, " +
+                   ("below 0.999: not identical." if last < 0.999 else "the two tokens are the same vector.")),
     ]
 
     def plot(fig, tables):
@@ -266,7 +260,7 @@ def epochs(labs: list[Lab]) -> dict:
               "undistilled one saturates)", [gap(t, "gain", last, first)],
               "At the shortest lengths neither model has fitted the training set, so the teacher's labels add "
               "little; the paper's effect is about runs long enough to saturate.",
-              extra=(True, "Gain of distillation: " + ", ".join(f"{r} {mean(t, r, 'gain'):+.1f}" for r in t) + ".")),
+              note="Gain of distillation: " + ", ".join(f"{r} {mean(t, r, 'gain'):+.1f}" for r in t) + "."),
     ]
 
     def plot(fig, tables):

@@ -165,21 +165,26 @@ class Lab:
         return self.student("deit-distilled-hard", "deit_nano_distilled_patch4_32", "hard", self.teacher())
 
 
+def trained_model(cfg: TrainConfig, weights: Path) -> torch.nn.Module:
+    """The model a cached run trained, rebuilt from its configuration and ``weights``, in eval mode, on the CPU."""
+    from minideit.models import create_model
+    from minideit.train import model_overrides, num_classes_of
+    size = {"img_size": cfg.input_size} if cfg.model.startswith("deit") else {}
+    model = create_model(cfg.model, num_classes_of(cfg), **size,
+                         **model_overrides(cfg.model, cfg.input_size, cfg.model_overrides))
+    model.load_state_dict(torch.load(weights, map_location="cpu")["model"])
+    return model.eval()
+
+
 @torch.no_grad()
 def training_fit(cfg: TrainConfig, weights: Path) -> dict:
     """{'train top-1, given labels (%)', 'train top-1, drawn glyphs (%)'} of the model in ``weights`` on the
     training images of ``cfg`` (synthetic data), read with the evaluation transform."""
     from minideit.data.synthetic import SyntheticShapes
     from minideit.data.transforms import build_transform
-    from minideit.models import create_model
-    from minideit.train import model_overrides
     data = SyntheticShapes("train", img_size=cfg.input_size, num_samples=cfg.num_samples or None, seed=cfg.seed,
                            transform=build_transform(False, cfg.input_size, small_input=True))
-    size = {"img_size": cfg.input_size} if cfg.model.startswith("deit") else {}
-    model = create_model(cfg.model, num_classes=data.num_classes, **size,
-                         **model_overrides(cfg.model, cfg.input_size, cfg.model_overrides))
-    model.load_state_dict(torch.load(weights, map_location="cpu")["model"])
-    model.eval()
+    model = trained_model(cfg, weights)
     predicted = []
     for start in range(0, len(data), 256):
         images = torch.stack([data[i][0] for i in range(start, min(start + 256, len(data)))])
