@@ -137,6 +137,9 @@ def test_set_changes_the_scale_of_development_runs(monkeypatch):
     lab = rlab.Lab("/tmp/unused", "synthetic", "", 100, scale)
     cfg = lab.config()
     assert (cfg.num_samples, cfg.epochs, cfg.lr) == (512, 80, 3e-4)
+    # the patch size picks the registered students, with and without the distillation token
+    lab = rlab.Lab("/tmp/unused", "synthetic", "", 100, cli.parse_scale(["patch_size=8"]))
+    assert (lab.config().model, lab.nano_dist) == ("deit_nano_patch8_32", "deit_nano_distilled_patch8_32")
 
 
 def test_merge_and_claims():
@@ -197,6 +200,7 @@ def test_new_glyph_data_reads_as_cifar10(tmp_path):
     (["distillation", "--set", "epoch=3"], "'epoch' is not a Scale field; choose from num_samples, epochs"),
     (["distillation", "--set", "epochs=three"], "epochs takes an integer, got 'three'"),
     (["distillation", "--set", "lr=0"], "lr must be positive"),
+    (["distillation", "--set", "patch_size=5"], "patch_size 4 or 8"),
 ])
 def test_bad_input_is_one_line_and_exit_2(argv, message, capsys, tmp_path):
     code = cli.main(argv + ["--out", str(tmp_path / "out"), "--cache", str(tmp_path / "cache")]) \
@@ -230,3 +234,46 @@ def test_transfer_starts_from_fresh_heads(tmp_path):
     assert not torch.equal(fresh["head.weight"], source["head.weight"])
     assert not torch.equal(fresh["head_dist.weight"], source["head_dist.weight"])
     assert all(torch.equal(fresh[k], v) for k, v in source.items() if not k.startswith(("head.", "head_dist.")))
+
+
+def children_of(pid: int) -> list[int]:
+    """PIDs whose parent is ``pid`` (Linux /proc)."""
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:  # the process ended while we looked
+            continue
+        if int(fields[1]) == pid:
+            found.append(int(stat.parent.name))
+    return found
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads /proc (Linux)")
+def test_seed_workers_stop_when_the_parent_is_killed(tmp_path):
+    """SIGKILL the parent of `--jobs 2` while its workers train: the workers must be gone within seconds instead of
+    training on unseen (and beside a second run, into the same cache folders)."""
+    import os
+    import signal
+    import time
+    env = dict(os.environ, MINIDEIT_SMOKE="1", PYTHONPATH=str(ROOT))
+    parent = subprocess.Popen([sys.executable, "-m", "minideit.reproduce", "all", "--seeds", "0", "1", "--jobs", "2",
+                               "--out", str(tmp_path / "out"), "--cache", str(tmp_path / "cache")],
+                              cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    workers: list[int] = []
+    deadline = time.time() + 120
+    while time.time() < deadline and not any((tmp_path / "cache").rglob("train.log")):
+        time.sleep(0.2)  # wait until the workers are training, not just starting
+    workers = [pid for pid in children_of(parent.pid) if "spawn_main" in Path(f"/proc/{pid}/cmdline").read_text()]
+    assert parent.poll() is None and workers, "the workers never started training"
+    parent.send_signal(signal.SIGKILL)
+    parent.wait()
+    deadline = time.time() + 15
+    alive = workers
+    while alive and time.time() < deadline:
+        time.sleep(0.5)
+        alive = [pid for pid in workers if Path(f"/proc/{pid}").exists()
+                 and Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"]
+    for pid in alive:  # do not leave them behind if the test fails
+        os.kill(pid, signal.SIGKILL)
+    assert not alive, f"{len(alive)} worker(s) still training 15 s after their parent was killed"

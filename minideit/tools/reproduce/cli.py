@@ -123,22 +123,40 @@ def train_seeds_in_parallel(labs: list[Lab], names: list[str], jobs: int) -> Non
     context = multiprocessing.get_context("spawn")  # a fresh interpreter: no copied torch thread pools
     with concurrent.futures.ProcessPoolExecutor(jobs, mp_context=context) as pool:
         futures = [pool.submit(train_one_seed, lab.root, lab.data_set, lab.data_path, lab.seed, lab.scale, names,
-                               threads, config_mod.smoke()) for lab in labs]
+                               threads, config_mod.smoke(), os.getpid()) for lab in labs]
         for future in futures:
             future.result()  # re-raises a worker's error here
 
 
 def train_one_seed(root: Path, data_set: str, data_path: str, seed: int, scale: Scale, names: list[str],
-                   threads: int, smoke: bool) -> None:
+                   threads: int, smoke: bool, parent: int) -> None:
     """One worker of :func:`train_seeds_in_parallel`: runs the experiments on one seed for their side effect, the
     cached runs; the tables are made afterwards from the cache by the parent."""
     import os
+    exit_with(parent)
     if smoke:
         os.environ["MINIDEIT_SMOKE"] = "1"
     os.environ["OMP_NUM_THREADS"] = str(threads)  # the trainer's set_threads honours it (minideit/threads.py)
     lab = Lab(root, data_set, data_path, seed, scale)
     for name in names:
         RUNNERS[name]([lab])
+
+
+def exit_with(parent: int, every_s: float = 1.0) -> None:
+    """End this worker as soon as ``parent`` is gone. A pool's workers outlive a parent that was killed (``kill``,
+    a closed SSH session): each would go on training its seed for up to an hour, unseen, and a second
+    ``reproduce`` started meanwhile would train the same runs into the same cache folders beside it. (Ctrl-C is
+    not the case: it reaches the whole process group.) The check is a daemon thread polling ``os.getppid()``,
+    which changes when the parent dies, because Linux has no portable "die with my parent" call in Python."""
+    import os
+    import threading
+
+    def watch():
+        while os.getppid() == parent:
+            time.sleep(every_s)
+        os._exit(3)  # no clean-up needed: an unfinished run has no result.json and resumes from its checkpoint
+
+    threading.Thread(target=watch, daemon=True).start()
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -201,6 +219,8 @@ def parse_scale(pairs: list[str]) -> Scale:
                              f"got {raw!r}") from None
         if not (math.isfinite(value) and value > 0):
             raise ValueError(f"--set {pair}: {name} must be positive")
+        if name == "patch_size" and value not in (4, 8):
+            raise ValueError(f"--set {pair}: DeiT-nano comes with patch_size 4 or 8 (minideit/models.py)")
         changes[name] = value
     return dataclasses.replace(Scale(), **changes)
 
