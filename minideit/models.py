@@ -10,9 +10,14 @@ the built-in demo, where a laptop CPU must train them in minutes:
 | deit_tiny_distilled_patch4_32 | 192 | 12 | 3 | 4 | 5,365,076 |
 | deit_nano_patch4_32 | 128 | 6 | 4 | 4 | 1,205,898 |
 | deit_nano_distilled_patch4_32 | 128 | 6 | 4 | 4 | 1,207,444 |
+| deit_nano_patch8_32 | 128 | 6 | 4 | 8 | 1,218,186 |
+| deit_nano_distilled_patch8_32 | 128 | 6 | 4 | 8 | 1,219,732 |
 
 (``tests/test_models.py`` checks this table.) DeiT-Ti at 32×32 with 4×4 patches has 64 patch tokens, like ViT on
 CIFAR in the small-data literature; "nano" halves the depth and narrows the width so the demo runs in minutes.
+DeiT-nano with 8×8 patches sees 4×4 = 16 tokens: a transformer with even less of a convnet's locality, 3× cheaper
+to train, which ``python -m minideit.reproduce`` uses to put the paper's small-data regime on a CPU
+(book/results/development.md).
 """
 from __future__ import annotations
 
@@ -46,11 +51,12 @@ def _deit_family() -> dict[str, DeiTConfig]:
     for distilled in (False, True):
         infix = "_distilled" if distilled else ""
         names[f"deit_base{infix}_patch16_384"] = DeiTConfig(768, 12, 12, 16, 384, distilled)
-    # Small-input variants (not in the paper): 32×32 images, 4×4 patches.
-    for size, (dim, depth, heads) in {"tiny": (192, 12, 3), "nano": (128, 6, 4)}.items():
-        for distilled in (False, True):
-            infix = "_distilled" if distilled else ""
-            names[f"deit_{size}{infix}_patch4_32"] = DeiTConfig(dim, depth, heads, 4, 32, distilled)
+    # Small-input variants (not in the paper): 32×32 images, 4×4 patches (and 8×8 for nano).
+    for size, (dim, depth, heads), patches in [("tiny", (192, 12, 3), (4,)), ("nano", (128, 6, 4), (4, 8))]:
+        for patch in patches:
+            for distilled in (False, True):
+                infix = "_distilled" if distilled else ""
+                names[f"deit_{size}{infix}_patch{patch}_32"] = DeiTConfig(dim, depth, heads, patch, 32, distilled)
     return names
 
 

@@ -18,7 +18,8 @@ OFFICIAL_PARAMS = {
 }
 # The table in minideit/models.py's docstring (10 classes).
 SMALL_PARAMS = {"deit_tiny_patch4_32": 5_362_762, "deit_tiny_distilled_patch4_32": 5_365_076,
-                "deit_nano_patch4_32": 1_205_898, "deit_nano_distilled_patch4_32": 1_207_444}
+                "deit_nano_patch4_32": 1_205_898, "deit_nano_distilled_patch4_32": 1_207_444,
+                "deit_nano_patch8_32": 1_218_186, "deit_nano_distilled_patch8_32": 1_219_732}
 
 
 def n_params(model):

@@ -20,7 +20,6 @@ import dataclasses
 import math
 import statistics
 
-NANO, NANO_DIST = "deit_nano_patch4_32", "deit_nano_distilled_patch4_32"
 
 
 # ----------------------------------------------------------------------------------------------------------------

@@ -8,7 +8,7 @@ import numpy as np
 import torch
 
 from minideit.tools.reproduce.lab import Lab, Run, trained_model
-from .common import NANO, NANO_DIST, bars, claim, gap, mean, merge
+from .common import bars, claim, gap, mean, merge
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -20,9 +20,9 @@ def distillation(labs: list[Lab]) -> dict:
     for lab in labs:
         teacher, none, token = lab.teacher(), lab.undistilled(), lab.hard_distilled()
         # Soft: the paper's values (τ=3, λ=0.1) and its Eq. 2, a KL averaged over the batch.
-        soft = lab.student("deit-soft", NANO, "soft", teacher, distillation_tau=3.0, distillation_alpha=0.1,
+        soft = lab.student("deit-soft", lab.nano, "soft", teacher, distillation_tau=3.0, distillation_alpha=0.1,
                            kl_normalisation="paper")
-        hard = lab.student("deit-hard-class-token", NANO, "hard", teacher)
+        hard = lab.student("deit-hard-class-token", lab.nano, "hard", teacher)
         s = lambda run, key="test_acc1": {"top-1 (%)": run.stats[key]}  # noqa: E731
         agree = lambda run: {"agrees with teacher (%)": run.stats["test_agreement"]}  # noqa: E731
         per_seed.append({
@@ -64,7 +64,8 @@ def distillation(labs: list[Lab]) -> dict:
              ["tab:gray"] + ["tab:blue"] * 3 + ["tab:orange"] * 3)
 
     return dict(name="distillation", paper="Table 3", title="Distillation strategies",
-                intro="DeiT-nano students (6 blocks, width 128, patches 4×4) trained with the demo recipe; "
+                intro=f"DeiT-nano students (6 blocks, width 128, patches {labs[0].scale.patch_size}×"
+                      f"{labs[0].scale.patch_size}) trained with the demo recipe; "
                       "the teacher is a RegNetY-200MF trained on the same images. The paper column is DeiT-Ti on "
                       "ImageNet (300 epochs). The train columns read the training images without augmentation: "
                       "far above the validation top-1 is over-fitting, and against the given labels (30% of "
@@ -82,7 +83,7 @@ def teacher_runs(lab: Lab) -> dict[str, Run]:
     return {"convnet regnety_002, ½ length": lab.teacher(max(1, T // 2)),
             "convnet regnety_002, full length": lab.teacher(),
             # twice the students' length: the same run as the 2x row of `epochs`, trained once for both
-            "transformer deit_nano, 2× length": lab.student("deit-none", NANO, epochs=2 * lab.scale.epochs)}
+            "transformer deit_nano, 2× length": lab.student("deit-none", lab.nano, epochs=2 * lab.scale.epochs)}
 
 
 def teachers(labs: list[Lab]) -> dict:
@@ -92,7 +93,7 @@ def teachers(labs: list[Lab]) -> dict:
     for lab in labs:
         rows = {"no teacher": {"student top-1 (%)": lab.undistilled().stats["test_acc1"]}}
         for label, teacher in teacher_runs(lab).items():
-            student = lab.student("deit-distilled-hard", NANO_DIST, "hard", teacher)
+            student = lab.student("deit-distilled-hard", lab.nano_dist, "hard", teacher)
             rows[label] = {"teacher epochs": teacher.cfg.epochs, "teacher top-1 (%)": teacher.stats["test_acc1"],
                            "student top-1 (%)": student.stats["test_acc1"],
                            "agreement (%)": student.stats["test_agreement"]}
@@ -247,8 +248,8 @@ def epochs(labs: list[Lab]) -> dict:
         rows = {}
         for label, fraction in LENGTHS.items():
             n = max(1, round(lab.scale.epochs * fraction))
-            none = lab.student("deit-none", NANO, epochs=n)
-            hard = lab.student("deit-distilled-hard", NANO_DIST, "hard", lab.teacher(), epochs=n)
+            none = lab.student("deit-none", lab.nano, epochs=n)
+            hard = lab.student("deit-distilled-hard", lab.nano_dist, "hard", lab.teacher(), epochs=n)
             rows[label] = {"epochs": n, "no distillation": none.stats["test_acc1"],
                            "DeiT⚗ hard (joint)": hard.stats["test_acc1"],
                            "gain": hard.stats["test_acc1"] - none.stats["test_acc1"]}

@@ -44,6 +44,7 @@ class Scale:
     batch_size: int = 64  # the demo's: more steps per epoch than 128, which these short runs need
     input_size: int = 32  # image side in pixels (the synthetic images are drawn at this size)
     lr: float = 1e-3  # the students' AdamW learning rate, not scaled by the batch (the demo's; development.md)
+    patch_size: int = 4  # the students' patch side (4 or 8): 8×8 = 64 tokens at 32 px, or 4×4 = 16
 
 
 def scale_for(budget_minutes: float | None, num_seeds: int, full: Scale | None = None) -> Scale:
@@ -85,6 +86,9 @@ class Lab:
         self.cache = self.root / (tag or data_set) / f"seed{seed}"
         self.data_set, self.data_path, self.seed, self.scale, self.log = data_set, data_path, seed, scale, log
         self.used: dict[str, float] = {}  # run folder → its training seconds, for every run asked for (cached too)
+        # the students: DeiT-nano with the scale's patch size, without and with the distillation token
+        self.nano = f"deit_nano_patch{scale.patch_size}_32"
+        self.nano_dist = f"deit_nano_distilled_patch{scale.patch_size}_32"
 
     def sibling(self, data_set: str, data_path: str, tag: str = "") -> "Lab":
         """The same seed and scale on another dataset (transfer's source or target)."""
@@ -99,7 +103,7 @@ class Lab:
             input_size=s.input_size, lr=s.lr,
             num_samples=s.num_samples if self.data_set == "synthetic" else 0, epochs=epochs,
             warmup_epochs=max(min(1, epochs - 1), epochs // 10),  # the demo's one epoch, a tenth of longer runs
-            model="deit_nano_patch4_32", distillation_type="none", teacher_path="", num_workers=0,
+            model=self.nano, distillation_type="none", teacher_path="", num_workers=0,
             log_every=10 ** 6, resume="auto", eval_every=epochs)  # only the last epoch is reported
         return dataclasses.replace(cfg, **overrides)
 
@@ -159,10 +163,10 @@ class Lab:
 
     # The students that several experiments share: train them in one place so their settings cannot drift apart.
     def undistilled(self) -> Run:
-        return self.student("deit-none", "deit_nano_patch4_32")
+        return self.student("deit-none", self.nano)
 
     def hard_distilled(self) -> Run:
-        return self.student("deit-distilled-hard", "deit_nano_distilled_patch4_32", "hard", self.teacher())
+        return self.student("deit-distilled-hard", self.nano_dist, "hard", self.teacher())
 
 
 def trained_model(cfg: TrainConfig, weights: Path) -> torch.nn.Module:

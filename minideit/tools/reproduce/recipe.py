@@ -14,7 +14,7 @@ import torch
 from minideit import config as config_mod
 from minideit.models import create_model
 from minideit.tools.reproduce.lab import Lab
-from .common import NANO, NANO_DIST, bars, claim, gap, mean, merge
+from .common import bars, claim, gap, mean, merge
 
 # ----------------------------------------------------------------------------------------------------------------
 # Table 8: ablation of the recipe
@@ -54,14 +54,15 @@ def ablation(labs: list[Lab]) -> dict:
         rows = {}
         # The base run also keeps an EMA of its weights: averaging does not change training, so one run gives both
         # the base row and the "+ EMA" row.
-        base = lab.student("recipe", NANO, **TABLE9, model_ema=True, model_ema_decay=ema_decay(lab))
+        base = lab.student("recipe", lab.nano, **TABLE9, model_ema=True, model_ema_decay=ema_decay(lab))
         for label, (change, _) in VARIANTS.items():
             if label == BASE:
                 rows[label] = {"top-1 (%)": base.stats["test_acc1"]}
             elif change.get("model_ema"):
                 rows[label] = {"top-1 (%)": base.stats["ema_acc1"]}
             else:
-                rows[label] = {"top-1 (%)": lab.student("recipe", NANO, **{**TABLE9, **change}).stats["test_acc1"]}
+                variant = lab.student("recipe", lab.nano, **{**TABLE9, **change})
+                rows[label] = {"top-1 (%)": variant.stats["test_acc1"]}
         rows["demo recipe (none of Table 9's regularisers)"] = {"top-1 (%)": lab.undistilled().stats["test_acc1"]}
         per_seed.append(rows)
     t = merge(per_seed)
@@ -115,9 +116,9 @@ def resolution(labs: list[Lab]) -> dict:
         rows = {f"train {size}, test {size}": base.stats["test_acc1"]}
         for s in sizes:
             if s != size:
-                plain = lab.train(f"eval-{s}", model=NANO, input_size=s, finetune=str(base.weights), eval=True)
+                plain = lab.train(f"eval-{s}", model=lab.nano, input_size=s, finetune=str(base.weights), eval=True)
                 rows[f"test at {s}, no fine-tuning"] = plain.stats["test_acc1"]
-            tuned = lab.student(f"deit-none-ft{s}", NANO, input_size=s, **tune)
+            tuned = lab.student(f"deit-none-ft{s}", lab.nano, input_size=s, **tune)
             rows[f"fine-tune at {s}" + (" (control)" if s == size else "")] = tuned.stats["test_acc1"]
         per_seed.append({r: {"top-1 (%)": v} for r, v in rows.items()})
     t = merge(per_seed)
@@ -209,10 +210,11 @@ def transfer(labs: list[Lab]) -> dict:
         else:
             target = lab
         none, token = source.undistilled(), source.hard_distilled()
-        scratch = target.student("target-scratch", NANO)
-        from_none = target.student("target-from-deit", NANO, finetune=str(with_fresh_heads(none.weights, NANO)))
-        from_token = target.student("target-from-deit-distilled", NANO_DIST,
-                                    finetune=str(with_fresh_heads(token.weights, NANO_DIST)))
+        scratch = target.student("target-scratch", target.nano)
+        from_none = target.student("target-from-deit", target.nano,
+                                   finetune=str(with_fresh_heads(none.weights, target.nano)))
+        from_token = target.student("target-from-deit-distilled", target.nano_dist,
+                                    finetune=str(with_fresh_heads(token.weights, target.nano_dist)))
         per_seed.append({"from scratch": {"top-1 (%)": scratch.stats["test_acc1"]},
                          "fine-tuned from DeiT-nano": {"top-1 (%)": from_none.stats["test_acc1"]},
                          "fine-tuned from DeiT-nano⚗ (class head)": {"top-1 (%)": from_token.stats["test_cls_acc1"]}})
