@@ -37,7 +37,7 @@ class Scale:
     paper trains for 300 epochs on 1.28M images; these runs are ~10⁵ times smaller. Fewer images are not a cheaper option: with 2,000 the teacher reached 44%
     and the students stayed near chance (10–12%, one seed), so there would be nothing left to compare."""
     num_samples: int = 3000  # synthetic training images (the demo's)
-    epochs: int = 6  # one student run; the transformer teacher of `teachers` trains twice as long
+    epochs: int = 6  # one student run (the `epochs` experiment adds runs of ¼ and ½ of it)
     teacher_epochs: int = 12  # the convnet teacher (the demo's length)
     finetune_epochs: int = 2  # the resolution fine-tunes (the paper: 30 epochs after 300)
     transfer_samples: int = 1000  # training images of the transfer target
