@@ -250,6 +250,21 @@ def children_of(pid: int) -> list[int]:
     return found
 
 
+def running(pid: int) -> bool:
+    """``pid`` exists and is not a zombie (an exited child its dead parent never reaped)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+def is_worker(pid: int) -> bool:
+    try:
+        return "spawn_main" in Path(f"/proc/{pid}/cmdline").read_text()
+    except OSError:
+        return False
+
+
 @pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads /proc (Linux)")
 def test_seed_workers_stop_when_the_parent_is_killed(tmp_path):
     """SIGKILL the parent of `--jobs 2` while its workers train: the workers must be gone within seconds instead of
@@ -261,11 +276,10 @@ def test_seed_workers_stop_when_the_parent_is_killed(tmp_path):
     parent = subprocess.Popen([sys.executable, "-m", "minideit.reproduce", "all", "--seeds", "0", "1", "--jobs", "2",
                                "--out", str(tmp_path / "out"), "--cache", str(tmp_path / "cache")],
                               cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    workers: list[int] = []
     deadline = time.time() + 120
     while time.time() < deadline and not any((tmp_path / "cache").rglob("train.log")):
         time.sleep(0.2)  # wait until the workers are training, not just starting
-    workers = [pid for pid in children_of(parent.pid) if "spawn_main" in Path(f"/proc/{pid}/cmdline").read_text()]
+    workers = [pid for pid in children_of(parent.pid) if is_worker(pid)]
     assert parent.poll() is None and workers, "the workers never started training"
     parent.send_signal(signal.SIGKILL)
     parent.wait()
@@ -273,8 +287,7 @@ def test_seed_workers_stop_when_the_parent_is_killed(tmp_path):
     alive = workers
     while alive and time.time() < deadline:
         time.sleep(0.5)
-        alive = [pid for pid in workers if Path(f"/proc/{pid}").exists()
-                 and Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"]
+        alive = [pid for pid in workers if running(pid)]
     for pid in alive:  # do not leave them behind if the test fails
         os.kill(pid, signal.SIGKILL)
     assert not alive, f"{len(alive)} worker(s) still training 15 s after their parent was killed"

@@ -22,6 +22,7 @@ from pathlib import Path
 import torch
 
 from minideit import config as config_mod
+from minideit.models import DEIT_CONFIGS
 from minideit.tools.reproduce import distillation, recipe
 from minideit.tools.reproduce.lab import EXPERIMENTS, FULL_MINUTES, Lab, Scale, scale_for
 
@@ -219,8 +220,10 @@ def parse_scale(pairs: list[str]) -> Scale:
                              f"got {raw!r}") from None
         if not (math.isfinite(value) and value > 0):
             raise ValueError(f"--set {pair}: {name} must be positive")
-        if name == "patch_size" and value not in (4, 8):
-            raise ValueError(f"--set {pair}: DeiT-nano comes with patch_size 4 or 8 (minideit/models.py)")
+        if name == "patch_size" and f"deit_nano_patch{value}_32" not in DEIT_CONFIGS:
+            sizes = sorted(int(n[len("deit_nano_patch"):-3]) for n in DEIT_CONFIGS if n.startswith("deit_nano_patch"))
+            raise ValueError(f"--set {pair}: DeiT-nano comes with patch_size {' or '.join(map(str, sizes))} "
+                             "(minideit/models.py)")
         changes[name] = value
     return dataclasses.replace(Scale(), **changes)
 

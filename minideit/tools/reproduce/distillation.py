@@ -39,7 +39,7 @@ def distillation(labs: list[Lab]) -> dict:
              "DeiT⚗ hard: class head": 73.9, "DeiT⚗ hard: distillation head": 74.6, "DeiT⚗ hard: joint": 74.5}
     for row, value in paper.items():
         t[row]["paper DeiT-Ti (%)"] = [value]
-    c = "top-1 (%)"
+    c, patch = "top-1 (%)", labs[0].scale.patch_size
     none, soft, hard = "no distillation", "soft, class token", "hard, class token only"
     cls, dist, joint = "DeiT⚗ hard: class head", "DeiT⚗ hard: distillation head", "DeiT⚗ hard: joint"
     teacher_gap = mean(t, "teacher (regnety_002)", c) - mean(t, none, c)
@@ -64,8 +64,8 @@ def distillation(labs: list[Lab]) -> dict:
              ["tab:gray"] + ["tab:blue"] * 3 + ["tab:orange"] * 3)
 
     return dict(name="distillation", paper="Table 3", title="Distillation strategies",
-                intro=f"DeiT-nano students (6 blocks, width 128, patches {labs[0].scale.patch_size}×"
-                      f"{labs[0].scale.patch_size}) trained with the demo recipe; "
+                intro=f"DeiT-nano students (6 blocks, width 128, patches {patch}×{patch}) trained with the demo "
+                      "recipe; "
                       "the teacher is a RegNetY-200MF trained on the same images. The paper column is DeiT-Ti on "
                       "ImageNet (300 epochs). The train columns read the training images without augmentation: "
                       "far above the validation top-1 is over-fitting, and against the given labels (30% of "

@@ -44,7 +44,7 @@ class Scale:
     batch_size: int = 64  # the demo's: more steps per epoch than 128, which these short runs need
     input_size: int = 32  # image side in pixels (the synthetic images are drawn at this size)
     lr: float = 1e-3  # the students' AdamW learning rate, not scaled by the batch (the demo's; development.md)
-    patch_size: int = 4  # the students' patch side (4 or 8): 8×8 = 64 tokens at 32 px, or 4×4 = 16
+    patch_size: int = 4  # the students' patch side at 32 px: 4 gives 8×8 = 64 tokens, 8 gives 4×4 = 16
 
 
 def scale_for(budget_minutes: float | None, num_seeds: int, full: Scale | None = None) -> Scale:
