@@ -44,6 +44,7 @@ class TrainConfig:
     data_set: str = "imagenet"
     data_path: str = ""
     num_samples: int = 0  # synthetic only: training set size (0 = the generator's default)
+    synthetic_style: str = "standard"  # synthetic only: how the images are drawn (data/synthetic.py, STYLES)
     batch_size: int = 64  # per process, per optimiser micro-step
     global_batch_size: int = 0  # if set, gradient accumulation is derived: global = batch × world × accum
     accum_steps: int = 1
@@ -150,6 +151,9 @@ def _add_flags(p: argparse.ArgumentParser) -> None:
         help="which dataset --data-path holds (synthetic needs none)")
     add("--data-path", "--data_path", dest="data_path", help="folder of the dataset")
     add("--num-samples", dest="num_samples", type=int, help="synthetic data only: training images (0: its default)")
+    add("--synthetic-style", dest="synthetic_style", choices=["standard", "clear"],
+        help="synthetic data only: the demo's images (standard) or bolder, noise-free ones (clear, the reproduce "
+             "suite's)")
     add("--batch-size", "--batch_size", dest="batch_size", type=int, help="images per process and micro-step")
     add("--global-batch-size", dest="global_batch_size", type=int,
         help="images per optimiser step over all processes; accumulation is derived from it (0: not used)")

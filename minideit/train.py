@@ -158,6 +158,9 @@ def validate(cfg: TrainConfig, world_size: int) -> None:
     if cfg.eval and not (cfg.resume or cfg.pretrained or cfg.finetune):
         raise UsageError("--eval needs weights: --resume CHECKPOINT, --pretrained (official weights of --model), "
                          "or --finetune CHECKPOINT")
+    from .data.synthetic import STYLES
+    if cfg.synthetic_style not in STYLES:  # a config file or --set can name any string; the flag has choices
+        raise UsageError(f"--synthetic-style {cfg.synthetic_style!r} is not one of {', '.join(STYLES)}")
     check_output_dir(cfg)
     try:
         num_classes_of(cfg)
@@ -289,7 +292,7 @@ def build_data(cfg: TrainConfig, dist: DistInfo):
     from .data.transforms import build_transform
     synthetic = {}
     if cfg.data_set == "synthetic":
-        synthetic = dict(img_size=cfg.input_size, seed=cfg.seed)
+        synthetic = dict(img_size=cfg.input_size, seed=cfg.seed, style=cfg.synthetic_style)
     train_kwargs = dict(synthetic, num_samples=cfg.num_samples or None) if synthetic else {}
     val_kwargs = dict(synthetic, num_samples=256 if config_mod.smoke() else None) if synthetic else {}
     # Small natively-sized data (CIFAR, synthetic) gets pad-and-crop; photos get RandomResizedCrop at any size.

@@ -132,12 +132,15 @@ def test_budget_shrinks_but_never_grows_the_runs(monkeypatch):
 
 def test_set_changes_the_scale_of_development_runs(monkeypatch):
     monkeypatch.delenv("MINIDEIT_SMOKE", raising=False)
-    scale = cli.parse_scale(["num_samples=512", "epochs=80", "lr=3e-4"])
-    assert (scale.num_samples, scale.epochs, scale.lr) == (512, 80, 3e-4) and scale.batch_size == rlab.Scale().batch_size
+    scale = cli.parse_scale(["num_samples=300", "epochs=80", "lr=5e-4", "synthetic_style=standard"])
+    assert (scale.num_samples, scale.epochs, scale.lr) == (300, 80, 5e-4) and scale.batch_size == rlab.Scale().batch_size
     assert rlab.scale_for(None, 3, scale) == scale
     lab = rlab.Lab("/tmp/unused", "synthetic", "", 100, scale)
     cfg = lab.config()
-    assert (cfg.num_samples, cfg.epochs, cfg.lr) == (512, 80, 3e-4)
+    assert (cfg.num_samples, cfg.epochs, cfg.lr, cfg.synthetic_style) == (300, 80, 5e-4, "standard")
+    # the suite's own images are the clear style; a transfer target (a CIFAR-layout folder) has no style
+    assert rlab.Lab("/tmp/unused", "synthetic", "", 100, rlab.Scale()).config().synthetic_style == "clear"
+    assert rlab.Lab("/tmp/unused", "cifar10", "/x", 100, rlab.Scale()).config().synthetic_style == "standard"
     # the patch size picks the registered students, with and without the distillation token
     lab = rlab.Lab("/tmp/unused", "synthetic", "", 100, cli.parse_scale(["patch_size=8"]))
     assert (lab.config().model, lab.nano_dist) == ("deit_nano_patch8_32", "deit_nano_distilled_patch8_32")
@@ -202,6 +205,7 @@ def test_new_glyph_data_reads_as_cifar10(tmp_path):
     (["distillation", "--set", "epochs=three"], "epochs takes an integer, got 'three'"),
     (["distillation", "--set", "lr=0"], "lr must be positive"),
     (["distillation", "--set", "patch_size=5"], "patch_size 4 or 8"),
+    (["distillation", "--set", "synthetic_style=blurry"], "synthetic_style is one of standard, clear"),
 ])
 def test_bad_input_is_one_line_and_exit_2(argv, message, capsys, tmp_path):
     code = cli.main(argv + ["--out", str(tmp_path / "out"), "--cache", str(tmp_path / "cache")]) \

@@ -63,18 +63,16 @@ def test_paint_clips_at_the_borders():
     assert img[1, 4:, 4:, 1].all() and img[1, :, :, 1].sum() == 4
 
 
-def test_the_drawn_glyph_is_the_class_stencil(monkeypatch):
+def test_the_drawn_glyph_is_the_class_stencil():
     """With no clutter and no noise, the pixels that differ from the smooth background, sampled at each stencil
     cell's centre, spell the class's stencil."""
-    monkeypatch.setitem(S.SETTINGS, "blobs", (0, 0))
-    monkeypatch.setitem(S.SETTINGS, "noise", 0.0)
-    monkeypatch.setitem(S.SETTINGS, "scale", (4.0, 4.0))  # exactly 4 pixels per cell: a 20-pixel glyph
+    knobs = dict(S.SETTINGS, scale=(4.0, 4.0))  # exactly 4 pixels per cell: a 20-pixel glyph
     rng = np.random.default_rng(0)
     n, size = 20, 32
     _, bank = S.glyph_bank(10)
     labels = np.arange(n) % 10
     img = np.full((n, size, size, 3), 0.2, np.float32)
-    S.add_glyphs(rng, img, labels, bank)
+    S.add_glyphs(rng, img, labels, bank, knobs)
     painted = np.abs(img - 0.2).sum(-1) > 1e-6  # (n, 32, 32)
     for i in range(n):
         ys, xs = np.nonzero(painted[i])
@@ -125,3 +123,38 @@ def test_a_small_convnet_learns_it():
     with torch.no_grad():
         accuracy = (net(xv).argmax(1) == yv).float().mean().item()
     assert accuracy > 0.5, f"val accuracy {accuracy:.2f}; chance is 0.10"
+
+
+def test_the_clear_style_draws_stronger_glyphs_on_cleaner_images():
+    """`style="clear"` changes only the drawing knobs STYLES names: the same labels (the label noise is
+    unchanged), but no pixel noise, so two images of one seed differ between the styles; an unknown style is a
+    ValueError that names the choices."""
+    standard = S.SyntheticShapes("train", num_samples=200, seed=3)
+    clear = S.SyntheticShapes("train", num_samples=200, seed=3, style="clear")
+    assert (standard.clean_targets == clear.clean_targets).all()
+    assert not np.array_equal(standard.data, clear.data)
+    # pixel noise: neighbouring pixels of the smooth background differ far less without it
+    roughness = lambda d: np.abs(np.diff(d.data.astype(np.float32), axis=2)).mean()
+    assert roughness(clear) < 0.6 * roughness(standard)
+    try:
+        S.SyntheticShapes("train", num_samples=10, style="blurry")
+    except ValueError as e:
+        assert "standard, clear" in str(e)
+    else:
+        raise AssertionError("an unknown style was accepted")
+
+
+def test_the_training_flag_offers_every_style_and_reaches_the_images():
+    """`--synthetic-style` lists exactly STYLES, and the run's datasets (train and val) are drawn in its style."""
+    import torch
+    from minideit import config
+    from minideit.distributed import DistInfo
+    from minideit.train import build_data
+    flag = next(a for a in config.build_parser()._actions if a.dest == "synthetic_style")
+    assert list(flag.choices) == list(S.STYLES)
+    cfg = config.resolve(["--data-set", "synthetic", "--synthetic-style", "clear", "--input-size", "32",
+                          "--num-samples", "64"])
+    train_set, val_set, _, _ = build_data(cfg, DistInfo(0, 1, 0, torch.device("cpu"), True))
+    clear = S.SyntheticShapes("train", num_samples=64, seed=cfg.seed, style="clear")
+    assert np.array_equal(train_set.data, clear.data)
+    assert np.array_equal(val_set.data, S.SyntheticShapes("val", seed=cfg.seed, style="clear").data)

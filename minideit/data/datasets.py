@@ -326,14 +326,14 @@ def guess_data_set(root: Path) -> str | None:
     return None
 
 
-SYNTHETIC_ONLY = {'img_size', 'num_classes', 'seed', 'num_samples'}
+SYNTHETIC_ONLY = {'img_size', 'num_classes', 'seed', 'num_samples', 'style'}
 
 
 def build_dataset(name: str, data_path: str | Path | None, train: bool, transform: Callable | None = None,
                   **kwargs: Any):
     """The dataset `name` (synthetic|cifar10|cifar100|imagenet|folder), train or val split.
 
-    For 'synthetic', kwargs (img_size, num_classes, seed, num_samples) go to SyntheticShapes and data_path
+    For 'synthetic', kwargs (img_size, num_classes, seed, num_samples, style) go to SyntheticShapes and data_path
     is ignored. Real datasets ignore those synthetic-only options, so one config can always pass them;
     'imagenet'/'folder' also accept max_consecutive_failures. Anything else is a ValueError.
     """

@@ -64,6 +64,14 @@ SETTINGS = dict(
     noise=0.08,           # std of the per-pixel Gaussian noise, in [0, 1] units
     label_noise=0.30,     # fraction of training images whose label is replaced by a random class
 )
+# Named variants of SETTINGS (only the knobs that differ). "standard" is the demo's; "clear" draws glyphs a person
+# cannot miss (strong contrast, no pixel noise, at most one clutter disc), so that with few images the task is
+# limited by how much a model can learn from them and not by how hard each image is to read: the regime of
+# `python -m minideit.reproduce` (book/results/development.md, run 15). The label noise is the same in both.
+STYLES: dict[str, dict] = {
+    "standard": {},
+    "clear": dict(contrast=(0.7, 1.0), noise=0.0, blobs=(0, 1)),
+}
 SPLITS = ("train", "val")
 DEFAULT_SIZES = {"train": 3000, "val": 1000}
 
@@ -110,38 +118,39 @@ def paint(img: np.ndarray, mask: np.ndarray, top: np.ndarray, left: np.ndarray, 
     img[i, rows[i, y], cols[i, x]] = colour[i]
 
 
-def add_blobs(rng: np.random.Generator, img: np.ndarray) -> None:
+def add_blobs(rng: np.random.Generator, img: np.ndarray, knobs: dict) -> None:
     """Clutter: `blobs` discs of random colour and radius at random places (possibly over the edge)."""
     n, size = img.shape[:2]
-    lo, hi = SETTINGS["blobs"]
+    lo, hi = knobs["blobs"]
     count = rng.integers(lo, hi + 1, n)
     px = size / 32
-    width = int(np.ceil(2 * SETTINGS["blob_radius"][1] * px)) + 1
+    width = int(np.ceil(2 * knobs["blob_radius"][1] * px)) + 1
     d = np.arange(width, dtype=np.float32) - (width - 1) / 2
     dist2 = d[:, None] ** 2 + d[None, :] ** 2  # (width, width) squared distance to the centre
     for j in range(hi):
-        radius = rng.uniform(*SETTINGS["blob_radius"], n).astype(np.float32) * px
+        radius = rng.uniform(*knobs["blob_radius"], n).astype(np.float32) * px
         mask = (dist2[None] <= radius[:, None, None] ** 2) & (j < count)[:, None, None]
         top, left = rng.integers(-width // 2, size - width // 2, (2, n))
         paint(img, mask, top, left, rng.random((n, 3), dtype=np.float32))
 
 
-def glyph_colour(rng: np.random.Generator, background: np.ndarray) -> np.ndarray:
+def glyph_colour(rng: np.random.Generator, background: np.ndarray, knobs: dict) -> np.ndarray:
     """(n, 3): a colour at a random distance in `contrast` from each image's mean background colour (n, 3),
     lighter on dark backgrounds and darker on light ones."""
     n = len(background)
-    amount = rng.uniform(*SETTINGS["contrast"], (n, 1))
+    amount = rng.uniform(*knobs["contrast"], (n, 1))
     direction = np.abs(rng.normal(size=(n, 3))) + 0.3
     direction /= np.linalg.norm(direction, axis=1, keepdims=True)
     sign = np.where(background.mean(1, keepdims=True) > 0.5, -1.0, 1.0)
     return np.clip(background + sign * amount * direction * np.sqrt(3), 0, 1).astype(np.float32)
 
 
-def add_glyphs(rng: np.random.Generator, img: np.ndarray, labels: np.ndarray, bank: np.ndarray) -> None:
+def add_glyphs(rng: np.random.Generator, img: np.ndarray, labels: np.ndarray, bank: np.ndarray,
+               knobs: dict) -> None:
     """Paint each image's class glyph (`copies` times), one scale and colour per image, at random positions."""
     n, size = img.shape[:2]
-    cell = rng.uniform(*SETTINGS["scale"], n) * size / 32            # pixels per stencil cell
-    side = int(np.ceil(GLYPH * SETTINGS["scale"][1] * size / 32))    # the largest glyph's side in pixels
+    cell = rng.uniform(*knobs["scale"], n) * size / 32            # pixels per stencil cell
+    side = int(np.ceil(GLYPH * knobs["scale"][1] * size / 32))    # the largest glyph's side in pixels
     which = np.floor(np.arange(side)[None, :] / cell[:, None]).astype(int)  # (n, side): stencil cell of each pixel
     inside = which < GLYPH
     which = which.clip(0, GLYPH - 1)
@@ -149,8 +158,8 @@ def add_glyphs(rng: np.random.Generator, img: np.ndarray, labels: np.ndarray, ba
     mask = stencil[np.arange(n)[:, None, None], which[:, :, None], which[:, None, :]]  # (n, side, side)
     mask &= inside[:, :, None] & inside[:, None, :]
     glyph_side = np.ceil(GLYPH * cell).astype(int)                   # (n,) each image's glyph side
-    colour = glyph_colour(rng, img.reshape(n, -1, 3).mean(1))
-    lo, hi = SETTINGS["copies"]
+    colour = glyph_colour(rng, img.reshape(n, -1, 3).mean(1), knobs)
+    lo, hi = knobs["copies"]
     count = rng.integers(lo, hi + 1, n)
     for j in range(hi):
         top = (rng.random(n) * (size - glyph_side + 1)).astype(int)
@@ -158,27 +167,29 @@ def add_glyphs(rng: np.random.Generator, img: np.ndarray, labels: np.ndarray, ba
         paint(img, mask & (j < count)[:, None, None], top, left, colour)
 
 
-def generate(split: str, img_size: int, num_classes: int, num_samples: int, seed: int):
-    """(images uint8 (N, S, S, 3), noisy targets (N,), clean labels (N,)), read-only; the same arguments and
-    SETTINGS always give the same arrays, and a repeated call returns the cached ones."""
-    return _generate(split, img_size, num_classes, num_samples, seed, tuple(sorted(SETTINGS.items())))
+def generate(split: str, img_size: int, num_classes: int, num_samples: int, seed: int, style: str = "standard"):
+    """(images uint8 (N, S, S, 3), noisy targets (N,), clean labels (N,)), read-only, drawn with SETTINGS changed
+    by STYLES[style]; the same arguments and SETTINGS always give the same arrays, and a repeated call returns the
+    cached ones."""
+    knobs = {**SETTINGS, **STYLES[style]}
+    return _generate(split, img_size, num_classes, num_samples, seed, tuple(sorted(knobs.items())))
 
 
 @functools.lru_cache(maxsize=8)
-def _generate(split: str, img_size: int, num_classes: int, num_samples: int, seed: int, settings: tuple):
-    """`generate`'s work. `settings` (SETTINGS as a tuple) is only there so the cache tells apart arrays made
-    with other SETTINGS; the drawing functions read SETTINGS themselves."""
+def _generate(split: str, img_size: int, num_classes: int, num_samples: int, seed: int, knobs: tuple):
+    """`generate`'s work; `knobs` is the settings dict as a tuple, so that the cache can hash it."""
+    knobs = dict(knobs)
     rng = split_rng(split, seed)
     _, bank = glyph_bank(num_classes)
     labels = rng.permutation(np.arange(num_samples) % num_classes)  # balanced classes
     img = smooth_background(rng, num_samples, img_size)
-    add_blobs(rng, img)
-    add_glyphs(rng, img, labels, bank)
-    img += rng.standard_normal(img.shape, dtype=np.float32) * SETTINGS["noise"]
+    add_blobs(rng, img, knobs)
+    add_glyphs(rng, img, labels, bank, knobs)
+    img += rng.standard_normal(img.shape, dtype=np.float32) * knobs["noise"]
     images = (np.clip(img, 0, 1) * 255).round().astype(np.uint8)
     targets = labels.copy()
-    if split == "train" and SETTINGS["label_noise"] > 0:
-        relabel = rng.random(num_samples) < SETTINGS["label_noise"]
+    if split == "train" and knobs["label_noise"] > 0:
+        relabel = rng.random(num_samples) < knobs["label_noise"]
         targets[relabel] = rng.integers(0, num_classes, int(relabel.sum()))
     for a in (images, targets, labels):
         a.setflags(write=False)
@@ -190,13 +201,17 @@ class SyntheticShapes:
 
     ``.data`` uint8 (N, H, W, 3), ``.targets`` (training labels, with the label noise on the train split),
     ``.clean_targets`` (the glyph actually drawn), ``.classes``, ``.num_classes``. ``num_samples`` defaults to
-    3,000 for train and 1,000 for val.
+    3,000 for train and 1,000 for val. ``style`` names a variant of the drawing knobs (STYLES).
     """
 
     def __init__(self, split: str = "train", img_size: int = 32, num_classes: int = 10,
-                 num_samples: int | None = None, seed: int = 0, transform: Callable | None = None):
+                 num_samples: int | None = None, seed: int = 0, transform: Callable | None = None,
+                 style: str = "standard"):
         if split not in SPLITS:
             raise ValueError(f"split must be 'train' or 'val', got {split!r}")
+        if style not in STYLES:
+            raise ValueError(f"unknown synthetic style {style!r} (--synthetic-style); choose one of "
+                             f"{', '.join(STYLES)}")
         if img_size < 16:
             raise ValueError(f"synthetic images must be at least 16 pixels for the glyphs to fit (img_size, --input-size), "
                              f"got {img_size}")
@@ -205,7 +220,7 @@ class SyntheticShapes:
         num_samples = DEFAULT_SIZES[split] if num_samples is None else int(num_samples)
         if num_samples <= 0:
             raise ValueError(f"num_samples must be positive, got {num_samples}")
-        self.data, self.targets, self.clean_targets = generate(split, img_size, num_classes, num_samples, seed)
+        self.data, self.targets, self.clean_targets = generate(split, img_size, num_classes, num_samples, seed, style)
         self.classes = glyph_bank(num_classes)[0]
         self.num_classes = num_classes
         self.transform = transform

@@ -212,6 +212,12 @@ def parse_scale(pairs: list[str]) -> Scale:
         name, _, raw = pair.partition("=")
         if name not in fields:
             raise ValueError(f"--set {pair}: {name!r} is not a Scale field; choose from {', '.join(fields)}")
+        if fields[name] in (str, "str"):  # the one text field: the synthetic images' style
+            from minideit.data.synthetic import STYLES
+            if raw not in STYLES:
+                raise ValueError(f"--set {pair}: {name} is one of {', '.join(STYLES)}")
+            changes[name] = raw
+            continue
         kind = int if fields[name] in (int, "int") else float
         try:
             value = kind(raw)

@@ -22,8 +22,9 @@ from minideit.config import PRESETS, TrainConfig
 from minideit.train import DEMO_TEACHER, run
 
 EXPERIMENTS = ("distillation", "teachers", "agreement", "epochs", "ablation", "resolution", "transfer")
-# What `all` at the settings of `Scale()` took with 3 seeds on this project's 2-core CPU, fresh cache (2026-11-28).
-FULL_MINUTES = 75.0
+# What `all` at the settings of `Scale()` takes with 3 seeds on this project's 2-core CPU, fresh cache: estimated
+# from the development runs' per-epoch costs (2026-12-02) until the final run measures it.
+FULL_MINUTES = 105.0
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -31,20 +32,23 @@ FULL_MINUTES = 75.0
 # ----------------------------------------------------------------------------------------------------------------
 @dataclasses.dataclass(frozen=True)
 class Scale:
-    """Sizes of one run. The defaults are the demo's data and student settings (`python -m minideit.train`: 3,000
-    noisy images, batch 64, a 12-epoch convnet teacher), with students trained 6 epochs instead of 10: `all` with
-    3 seeds then takes ``FULL_MINUTES`` on a 2-core CPU (``--budget-minutes 60`` shortens it to an hour). The
-    paper trains for 300 epochs on 1.28M images; these runs are ~10⁵ times smaller. Fewer images are not a cheaper option: with 2,000 the teacher reached 44%
-    and the students stayed near chance (10–12%, one seed), so there would be nothing left to compare."""
-    num_samples: int = 3000  # synthetic training images (the demo's)
-    epochs: int = 6  # one student run (the `epochs` experiment adds runs of ¼ and ½ of it)
-    teacher_epochs: int = 12  # the convnet teacher (the demo's length)
-    finetune_epochs: int = 2  # the resolution fine-tunes (the paper: 30 epochs after 300)
-    transfer_samples: int = 1000  # training images of the transfer target
-    batch_size: int = 64  # the demo's: more steps per epoch than 128, which these short runs need
+    """Sizes of one run: the regime the paper is about, a transformer trained long on too little data for it
+    (book/results/development.md, runs 7–15, chose these on development seeds). 512 clearly drawn images with 30%
+    noisy labels, students (DeiT-nano with 8×8 patches) trained 75 epochs: the undistilled student fits its
+    training images far better than the validation images (over-fitting), while the convnet teacher, with the
+    inductive bias the transformer lacks, generalises much better. ``all`` with 3 seeds then takes
+    ``FULL_MINUTES`` on a 2-core CPU (``--budget-minutes`` shortens every run by the same factor). The paper trains
+    300 epochs on 1.28M images; these runs are ~10⁵ times smaller."""
+    num_samples: int = 512  # synthetic training images: few enough for the transformer to over-fit
+    epochs: int = 75  # one student run (the `epochs` experiment adds runs of ¼ and ½ of it)
+    teacher_epochs: int = 75  # the convnet teacher
+    finetune_epochs: int = 8  # the resolution fine-tunes, a tenth of training (the paper: 30 epochs after 300)
+    transfer_samples: int = 512  # training images of the transfer target
+    batch_size: int = 32  # 16 optimiser steps an epoch on 512 images
     input_size: int = 32  # image side in pixels (the synthetic images are drawn at this size)
-    lr: float = 1e-3  # the students' AdamW learning rate, not scaled by the batch (the demo's; development.md)
-    patch_size: int = 4  # the students' patch side at 32 px: 4 gives 8×8 = 64 tokens, 8 gives 4×4 = 16
+    lr: float = 3e-4  # the students' AdamW learning rate, not scaled by the batch (development.md, run 12)
+    patch_size: int = 8  # the students' patch side at 32 px: 8 gives 4×4 = 16 tokens (3× faster than 4's 64)
+    synthetic_style: str = "clear"  # how the synthetic images are drawn (minideit/data/synthetic.py, STYLES)
 
 
 def scale_for(budget_minutes: float | None, num_seeds: int, full: Scale | None = None) -> Scale:
@@ -102,6 +106,7 @@ class Lab:
             cfg, data_set=self.data_set, data_path=self.data_path, seed=self.seed, batch_size=s.batch_size,
             input_size=s.input_size, lr=s.lr,
             num_samples=s.num_samples if self.data_set == "synthetic" else 0, epochs=epochs,
+            synthetic_style=s.synthetic_style if self.data_set == "synthetic" else "standard",
             warmup_epochs=max(min(1, epochs - 1), epochs // 10),  # the demo's one epoch, a tenth of longer runs
             model=self.nano, distillation_type="none", teacher_path="", num_workers=0,
             log_every=10 ** 6, resume="auto", eval_every=epochs)  # only the last epoch is reported
@@ -136,10 +141,11 @@ class Lab:
         return Run(name, cfg, stats, folder / "weights.pth", seconds)
 
     def teacher(self, epochs: int | None = None) -> Run:
-        """The convnet teacher: regnety_002 (stem stride 1 at 32 px) with the demo's teacher settings."""
-        return self.train(f"teacher-regnety_002-e{epochs or self.scale.teacher_epochs}", model="regnety_002",
-                          **dict(DEMO_TEACHER, epochs=epochs or self.scale.teacher_epochs,
-                                 warmup_epochs=min(1, (epochs or self.scale.teacher_epochs) - 1)))
+        """The convnet teacher: regnety_002 (stem stride 1 at 32 px) with the demo's teacher settings (AdamW lr
+        2e-3, batch 64), warmed up for a tenth of its epochs as the students are."""
+        epochs = epochs or self.scale.teacher_epochs
+        return self.train(f"teacher-regnety_002-e{epochs}", model="regnety_002",
+                          **dict(DEMO_TEACHER, epochs=epochs, warmup_epochs=max(min(1, epochs - 1), epochs // 10)))
 
     def student(self, name: str, model: str, distillation: str = "none", teacher: Run | None = None,
                 **overrides) -> Run:
@@ -187,7 +193,7 @@ def training_fit(cfg: TrainConfig, weights: Path) -> dict:
     from minideit.data.synthetic import SyntheticShapes
     from minideit.data.transforms import build_transform
     data = SyntheticShapes("train", img_size=cfg.input_size, num_samples=cfg.num_samples or None, seed=cfg.seed,
-                           transform=build_transform(False, cfg.input_size, small_input=True))
+                           style=cfg.synthetic_style, transform=build_transform(False, cfg.input_size, small_input=True))
     model = trained_model(cfg, weights)
     predicted = []
     for start in range(0, len(data), 256):

@@ -156,18 +156,19 @@ def lab_epochs(labs: list[Lab]) -> int:
 # ----------------------------------------------------------------------------------------------------------------
 # Table 7: transfer to another dataset
 # ----------------------------------------------------------------------------------------------------------------
-def new_glyph_data(root: Path, seed: int, n_train: int, n_val: int) -> Path:
-    """Ten classes the source model never saw (glyphs 10-19 of the synthetic generator, same image statistics),
-    written in the CIFAR-10 python layout so the trainer reads them as any 32-px dataset (pad-and-crop)."""
+def new_glyph_data(root: Path, seed: int, n_train: int, n_val: int, style: str = "standard") -> Path:
+    """Ten classes the source model never saw (glyphs 10-19 of the synthetic generator, drawn in the source's
+    ``style``), written in the CIFAR-10 python layout so the trainer reads them as any 32-px dataset
+    (pad-and-crop)."""
     from minideit.data.synthetic import SyntheticShapes
-    folder = root / f"new-glyphs-seed{seed}-{n_train}-{n_val}"
+    folder = root / f"new-glyphs-{style}-seed{seed}-{n_train}-{n_val}"
     batches = folder / "cifar-10-batches-py"
     if (batches / "batches.meta").is_file():  # written last: the data is complete
         return folder
     batches.mkdir(parents=True, exist_ok=True)
     for split, n, files in (("train", n_train, [f"data_batch_{i}" for i in range(1, 6)]), ("val", n_val, ["test_batch"])):
         # 20 classes, balanced; keep the second ten and number them 0-9.
-        ds = SyntheticShapes(split, img_size=32, num_classes=20, num_samples=2 * n, seed=10_000 + seed)
+        ds = SyntheticShapes(split, img_size=32, num_classes=20, num_samples=2 * n, seed=10_000 + seed, style=style)
         # Selected and labelled by the glyph drawn: the target set has clean labels (the source's 30% label
         # noise is there to make its teacher useful; a noisy target would only blur the transfer comparison).
         keep = ds.clean_targets >= 10
@@ -205,7 +206,8 @@ def transfer(labs: list[Lab]) -> dict:
         source = lab if lab.data_set == "synthetic" else lab.sibling("synthetic", "")
         if lab.data_set == "synthetic":
             n_val = 256 if config_mod.smoke() else 1000
-            path = new_glyph_data(lab.root / "data", lab.seed, lab.scale.transfer_samples, n_val)
+            path = new_glyph_data(lab.root / "data", lab.seed, lab.scale.transfer_samples, n_val,
+                                  lab.scale.synthetic_style)
             target = lab.sibling("cifar10", str(path), tag="synthetic-new-glyphs")
         else:
             target = lab
