@@ -151,6 +151,10 @@ def test_merge_and_claims():
     assert t == {"a": {"x": [1.0, 3.0]}, "b": {"x": [5.0, 5.0]}}
     c = claim("b > a", [gap(t, "x", "b", "a")], "because")
     assert c["holds"] is True and c["verdict"] == "yes" and c["why"] == ""  # gap 3 > 2·SE = 2·√(2/2) = 2
+    # the evidence also lists the gap on each seed (b − a: 4 on the first seed, 2 on the second), and for a
+    # "lower is the paper's way" gap the sign follows the paper
+    assert c["evidence"].endswith("; per seed +4.0, +2.0.")
+    assert gap(t, "x", "a", "b", higher=False).per_seed == (4.0, 2.0)
 
 
 def test_gap_is_judged_against_twice_its_standard_error():

@@ -81,7 +81,18 @@ class Gap:
         sign = ("≥" if self.at_least else ">") if self.higher else ("≤" if self.at_least else "<")
         inside = "exceeds" if abs(self.diff) > 2 * self.se else "is inside"
         return (f"{self.a} {ms(self.a_values)} {sign} {self.b} {ms(self.b_values)}? gap {self.diff:+.{self.digits}f} "
-                f"(the paper's way positive), which {inside} 2·SE = {2 * self.se:.{self.digits}f}")
+                f"(the paper's way positive), which {inside} 2·SE = {2 * self.se:.{self.digits}f}"
+                + (f"; per seed {', '.join(f'{d:+.{self.digits}f}' for d in self.per_seed)}" if self.per_seed else ""))
+
+    @property
+    def per_seed(self) -> tuple[float, ...]:
+        """a − b on each seed (the paper's way positive), when both rows have one value per seed. Not part of the
+        verdict (the protocol compares means): it shows the reader whether the seeds that differ from each other
+        also differ in the gap, or move together."""
+        if len(self.a_values) != len(self.b_values) or len(self.a_values) < 2:
+            return ()
+        sign = 1 if self.higher else -1
+        return tuple(sign * (a - b) for a, b in zip(self.a_values, self.b_values))
 
 
 def gap(table: dict, col: str, a: str, b: str, higher: bool = True, at_least: bool = False,
