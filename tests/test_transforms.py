@@ -216,7 +216,8 @@ _SHIFT_ROWS = _fast._shift_rows
 
 
 @pytest.mark.parametrize('shear, offset, axis', [(0.27, 0, 1), (-0.3, 0, 1), (0, 90.3, 1), (0, -0.49, 1),
-                                                 (0.2, 0, 0), (0, -47.6, 0), (0.1, -3.3, 1), (0, 500, 1)])
+                                                 (0.2, 0, 0), (0, -47.6, 0), (0.1, -3.3, 1), (0, 500, 1),
+                                                 (1.5, -70.2, 1), (-2.5, 130.7, 0)])
 def test_fast_shear_translate_equal_pil_bicubic_affine(shear, offset, axis, monkeypatch):
     img = photo(96, 80)
     matrix = (1, shear, offset, 0, 1, 0) if axis == 1 else (1, 0, 0, shear, 1, offset)
@@ -226,6 +227,16 @@ def test_fast_shear_translate_equal_pil_bicubic_affine(shear, offset, axis, monk
     assert rows_moved
     ref = img.transform(img.size, Image.AFFINE, matrix, resample=Image.BICUBIC, fillcolor=ra.DEFAULT_FILL)
     assert np.abs(np.asarray(ours).astype(int) - np.asarray(ref).astype(int)).max() <= 1
+
+
+@pytest.mark.parametrize('width, height', [(1, 1), (1, 5), (4, 2)])
+def test_fast_shear_translate_on_tiny_images(width, height):
+    """The row path pads each row by its own width; a 1-pixel row must still give PIL's pixels."""
+    img = Image.fromarray(np.random.default_rng(width).integers(0, 256, (height, width, 3), np.uint8))
+    for matrix in [(1, 0.3, 0.4, 0, 1, 0), (1, 0, 0, -0.3, 1, 0.6), (1, 0, -0.7, 0, 1, 0)]:
+        ours = _fast.affine(img, matrix, ra.DEFAULT_FILL, Image.BICUBIC)
+        ref = img.transform(img.size, Image.AFFINE, matrix, resample=Image.BICUBIC, fillcolor=ra.DEFAULT_FILL)
+        assert np.abs(np.asarray(ours).astype(int) - np.asarray(ref).astype(int)).max() <= 1, matrix
 
 
 @pytest.mark.parametrize('factor', [0.1, 0.55, 1.0, 1.37, 1.9])
