@@ -95,7 +95,7 @@ RANGES = [
     ("warmup_epochs", 0, None, True, None), ("log_every", 1, None, True, None), ("eval_every", 1, None, True, None),
     ("save_every_steps", 0, None, True, None), ("max_nonfinite", 0, None, True, None),
     ("global_batch_size", 0, None, True, None), ("num_samples", 0, None, True, None),
-    ("input_size", 1, None, True, None), ("threads", 0, None, True, None),
+    ("input_size", 1, None, True, None), ("threads", 0, None, True, None), ("data_seed", -1, None, True, None),
 ]
 
 
@@ -286,13 +286,18 @@ def accumulation(cfg: TrainConfig, world_size: int) -> int:
     return cfg.accum_steps
 
 
+def synthetic_seed(cfg: TrainConfig) -> int:
+    """The seed the synthetic images are drawn from: --data-seed, or --seed when it is -1."""
+    return cfg.data_seed if cfg.data_seed >= 0 else cfg.seed
+
+
 def build_data(cfg: TrainConfig, dist: DistInfo):
     from .data.datasets import build_dataset
     from .data.samplers import EvalSampler, RASampler
     from .data.transforms import build_transform
     synthetic = {}
     if cfg.data_set == "synthetic":
-        synthetic = dict(img_size=cfg.input_size, seed=cfg.seed, style=cfg.synthetic_style)
+        synthetic = dict(img_size=cfg.input_size, seed=synthetic_seed(cfg), style=cfg.synthetic_style)
     train_kwargs = dict(synthetic, num_samples=cfg.num_samples or None) if synthetic else {}
     val_kwargs = dict(synthetic, num_samples=256 if config_mod.smoke() else None) if synthetic else {}
     # Small natively-sized data (CIFAR, synthetic) gets pad-and-crop; photos get RandomResizedCrop at any size.

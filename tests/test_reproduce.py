@@ -141,6 +141,23 @@ def test_set_changes_the_scale_of_development_runs(monkeypatch):
     # the suite's own images are the clear style; a transfer target (a CIFAR-layout folder) has no style
     assert rlab.Lab("/tmp/unused", "synthetic", "", 100, rlab.Scale()).config().synthetic_style == "clear"
     assert rlab.Lab("/tmp/unused", "cifar10", "/x", 100, rlab.Scale()).config().synthetic_style == "standard"
+
+
+def test_every_seed_trains_on_the_same_images(monkeypatch):
+    """The seeds of one invocation share one dataset (Scale.data_seed), as the paper's runs share ImageNet; the
+    seed still changes the initialisation and order. --set data_seed=100 draws other images (development)."""
+    import numpy as np
+    from minideit.distributed import DistInfo
+    from minideit.train import build_data
+    monkeypatch.setenv("MINIDEIT_SMOKE", "1")  # 256 validation images
+    dist = DistInfo(0, 1, 0, torch.device("cpu"), True)
+    scale = rlab.Scale(num_samples=64)
+    a, b = (rlab.Lab("/tmp/unused", "synthetic", "", seed, scale).config() for seed in (0, 1))
+    assert a.seed != b.seed and a.data_seed == b.data_seed == 0
+    (train_a, val_a, *_), (train_b, val_b, *_) = build_data(a, dist), build_data(b, dist)
+    assert np.array_equal(train_a.data, train_b.data) and np.array_equal(val_a.data, val_b.data)
+    other = rlab.Lab("/tmp/unused", "synthetic", "", 0, cli.parse_scale(["num_samples=64", "data_seed=100"]))
+    assert not np.array_equal(build_data(other.config(), dist)[0].data, train_a.data)
     # the patch size picks the registered students, with and without the distillation token
     lab = rlab.Lab("/tmp/unused", "synthetic", "", 100, cli.parse_scale(["patch_size=8"]))
     assert (lab.config().model, lab.nano_dist) == ("deit_nano_patch8_32", "deit_nano_distilled_patch8_32")
@@ -210,6 +227,7 @@ def test_new_glyph_data_reads_as_cifar10(tmp_path):
     (["distillation", "--set", "lr=0"], "lr must be positive"),
     (["distillation", "--set", "patch_size=5"], "patch_size 4 or 8"),
     (["distillation", "--set", "synthetic_style=blurry"], "synthetic_style is one of standard, clear"),
+    (["distillation", "--set", "data_seed=-1"], "data_seed must be 0 or more"),
 ])
 def test_bad_input_is_one_line_and_exit_2(argv, message, capsys, tmp_path):
     code = cli.main(argv + ["--out", str(tmp_path / "out"), "--cache", str(tmp_path / "cache")]) \

@@ -59,6 +59,7 @@ BAD_VALUES = {
     "--log-every 0": (["--log-every", "0"], "--log-every must be >= 1"),
     "--accum-steps 0": (["--accum-steps", "0"], "--accum-steps must be >= 1"),
     "--max-nonfinite -1": (["--max-nonfinite", "-1"], "--max-nonfinite must be >= 0"),
+    "--data-seed -2": (["--data-seed", "-2"], "--data-seed must be >= -1"),
     "batch larger than the data": (["--batch-size", "64", "--num-samples", "32", "--no-repeated-aug"],
                                    "an epoch has 32 training images .* needs 64 .*lower --batch-size"),
 }

@@ -205,7 +205,7 @@ def parse_seeds(raw: list[str]) -> list[int]:
 
 
 def parse_scale(pairs: list[str]) -> Scale:
-    """``["epochs=80", "lr=3e-4"]`` → ``Scale()`` with those fields changed; every value must be positive."""
+    """``["epochs=80", "lr=3e-4"]`` → ``Scale()`` with those fields changed; every value must be positive (a data seed may be 0)."""
     fields = {f.name: f.type for f in dataclasses.fields(Scale)}
     changes = {}
     for pair in pairs:
@@ -224,7 +224,10 @@ def parse_scale(pairs: list[str]) -> Scale:
         except ValueError:
             raise ValueError(f"--set {pair}: {name} takes {'an integer' if kind is int else 'a number'}, "
                              f"got {raw!r}") from None
-        if not (math.isfinite(value) and value > 0):
+        if name == "data_seed":  # a seed may be 0
+            if value < 0:
+                raise ValueError(f"--set {pair}: data_seed must be 0 or more")
+        elif not (math.isfinite(value) and value > 0):
             raise ValueError(f"--set {pair}: {name} must be positive")
         if name == "patch_size" and f"deit_nano_patch{value}_32" not in DEIT_CONFIGS:
             sizes = sorted(int(n[len("deit_nano_patch"):-3]) for n in DEIT_CONFIGS if n.startswith("deit_nano_patch"))

@@ -206,7 +206,8 @@ def transfer(labs: list[Lab]) -> dict:
         source = lab if lab.data_set == "synthetic" else lab.sibling("synthetic", "")
         if lab.data_set == "synthetic":
             n_val = 256 if config_mod.smoke() else 1000
-            path = new_glyph_data(lab.root / "data", lab.seed, lab.scale.transfer_samples, n_val,
+            # the target's images follow the source's: one set for every seed (drawn from the data seed)
+            path = new_glyph_data(lab.root / "data", lab.scale.data_seed, lab.scale.transfer_samples, n_val,
                                   lab.scale.synthetic_style)
             target = lab.sibling("cifar10", str(path), tag="synthetic-new-glyphs")
         else:
