@@ -40,7 +40,8 @@ class Scale:
     ``FULL_MINUTES`` on a 2-core CPU (``--budget-minutes`` shortens every run by the same factor). The paper trains
     300 epochs on 1.28M images; these runs are ~10⁵ times smaller."""
     num_samples: int = 512  # synthetic training images: few enough for the transformer to over-fit
-    epochs: int = 100  # one student run (75 lost distillation's gain: development.md, run 16)
+    epochs: int = 100  # one student run; `epochs` adds one of half the length (75 lost distillation's gain:
+    # development.md, run 16)
     teacher_epochs: int = 100  # the convnet teacher
     finetune_epochs: int = 10  # the resolution fine-tunes, a tenth of training (the paper: 30 epochs after 300)
     transfer_samples: int = 512  # training images of the transfer target
