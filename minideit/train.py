@@ -886,7 +886,8 @@ def print_table(rows: dict[str, dict]) -> None:
 # ----------------------------------------------------------------------------------------------------------------
 DEMO_TEACHER = dict(epochs=12, lr=2e-3, batch_size=64, warmup_epochs=1, weight_decay=0.05)
 # The settings that decide whether a cached run is the run asked for (see trained_with).
-REUSE_KEYS = ("model", "epochs", "seed", "num_samples", "batch_size", "data_set", "input_size", "lr")
+REUSE_KEYS = ("model", "epochs", "seed", "num_samples", "batch_size", "data_set", "input_size", "lr",
+              "synthetic_style", "data_seed")
 
 
 def trained_with(path: str | Path, cfg: TrainConfig, keys: tuple[str, ...] = REUSE_KEYS,
@@ -899,7 +900,8 @@ def trained_with(path: str | Path, cfg: TrainConfig, keys: tuple[str, ...] = REU
         return False
     ckpt = load_training_checkpoint(path)
     args = ckpt.get("args") or {}
-    same = all(args.get(k) == getattr(cfg, k) for k in keys)
+    # A key the checkpoint lacks was written before the setting existed: its run had the setting's default.
+    same = all(args.get(k, TrainConfig.__dataclass_fields__[k].default) == getattr(cfg, k) for k in keys)
     return same and (not finished or ckpt.get("epoch") == args.get("epochs", 0) - 1)
 
 

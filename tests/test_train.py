@@ -340,3 +340,7 @@ def test_trained_with_reuses_only_a_run_with_the_same_settings(tmp_path):
     other = TrainConfig(**{**PRESETS["demo"], "batch_size": cfg.batch_size * 2})
     assert not trained_with(path, other)
     assert trained_with(path, other, keys=("model", "epochs"))
+    # a teacher drawn from other synthetic images is not the one asked for (the checkpoint above predates the
+    # two settings, so it counts as the defaults: standard images drawn from --seed)
+    for change in ({"synthetic_style": "clear"}, {"data_seed": 7}):
+        assert not trained_with(path, TrainConfig(**{**PRESETS["demo"], **change})), change
