@@ -133,7 +133,8 @@ def test_budget_shrinks_but_never_grows_the_runs(monkeypatch):
 def test_set_changes_the_scale_of_development_runs(monkeypatch):
     monkeypatch.delenv("MINIDEIT_SMOKE", raising=False)
     scale = cli.parse_scale(["num_samples=300", "epochs=80", "lr=5e-4", "synthetic_style=standard"])
-    assert (scale.num_samples, scale.epochs, scale.lr) == (300, 80, 5e-4) and scale.batch_size == rlab.Scale().batch_size
+    assert (scale.num_samples, scale.epochs, scale.lr) == (300, 80, 5e-4)
+    assert scale.batch_size == rlab.Scale().batch_size
     assert rlab.scale_for(None, 3, scale) == scale
     lab = rlab.Lab("/tmp/unused", "synthetic", "", 100, scale)
     cfg = lab.config()

@@ -205,7 +205,8 @@ def parse_seeds(raw: list[str]) -> list[int]:
 
 
 def parse_scale(pairs: list[str]) -> Scale:
-    """``["epochs=80", "lr=3e-4"]`` → ``Scale()`` with those fields changed; every value must be positive (a data seed may be 0)."""
+    """``["epochs=80", "lr=3e-4"]`` → ``Scale()`` with those fields changed; every number must be positive (a data
+    seed may be 0), and the style one of the synthetic STYLES."""
     fields = {f.name: f.type for f in dataclasses.fields(Scale)}
     changes = {}
     for pair in pairs:

@@ -33,7 +33,7 @@ FULL_MINUTES = 130.0
 @dataclasses.dataclass(frozen=True)
 class Scale:
     """Sizes of one run: the regime the paper is about, a transformer trained long on too little data for it
-    (book/results/development.md, runs 7–15, chose these on development seeds). 512 clearly drawn images with 30%
+    (book/results/development.md, runs 7–18, chose these on development seeds). 512 clearly drawn images with 30%
     noisy labels, students (DeiT-nano with 8×8 patches) trained 100 epochs: the undistilled student fits its
     training images far better than the validation images (over-fitting), while the convnet teacher, with the
     inductive bias the transformer lacks, generalises much better. ``all`` with 3 seeds then takes
@@ -201,8 +201,8 @@ def training_fit(cfg: TrainConfig, weights: Path) -> dict:
     from minideit.data.transforms import build_transform
     from minideit.train import synthetic_seed
     data = SyntheticShapes("train", img_size=cfg.input_size, num_samples=cfg.num_samples or None,
-                           seed=synthetic_seed(cfg),
-                           style=cfg.synthetic_style, transform=build_transform(False, cfg.input_size, small_input=True))
+                           seed=synthetic_seed(cfg), style=cfg.synthetic_style,
+                           transform=build_transform(False, cfg.input_size, small_input=True))
     model = trained_model(cfg, weights)
     predicted = []
     for start in range(0, len(data), 256):
