@@ -47,12 +47,14 @@ def sharpness(img: Image.Image, factor: float) -> Image.Image:
     PIL blends the image with its SMOOTH-filtered copy, kernel (1 1 1; 1 5 1; 1 1 1) / 13 rounded to uint8 with
     the border pixels left as they are; the blend smooth + factor * (img - smooth) is truncated to uint8.
     """
-    x = np.asarray(img, dtype=np.float32)  # (H, W, 3)
+    # Whole numbers (int16 holds the largest sum, 13 * 255) until the blend: half the time of float32 throughout.
+    x = np.asarray(img).astype(np.int16)  # (H, W, 3)
     rows = x[:, :-2] + x[:, 1:-1] + x[:, 2:]  # sums of 3 neighbours along x: (H, W-2, 3)
     box = rows[:-2] + rows[1:-1] + rows[2:]  # 3x3 sums: (H-2, W-2, 3)
     smooth = x.copy()
-    smooth[1:-1, 1:-1] = np.floor((box + 4 * x[1:-1, 1:-1]) / 13 + 0.5)  # centre weight 5 = 1 in box + 4
-    out = smooth + np.float32(factor) * (x - smooth)
+    # centre weight 5 = 1 in box + 4; (v + 6) // 13 is PIL's rounding of v / 13 for whole v >= 0
+    smooth[1:-1, 1:-1] = (box + 4 * x[1:-1, 1:-1] + 6) // 13
+    out = smooth.astype(np.float32) + np.float32(factor) * (x - smooth)
     return Image.fromarray(np.clip(out, 0, 255).astype(np.uint8))
 
 

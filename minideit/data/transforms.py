@@ -214,7 +214,7 @@ class ToNormalizedTensor:
         # BEGIN EXERCISE to_normalized_tensor
         # numpy transposes uint8 (H, W, 3) -> (3, H, W) faster than torch does.
         x = torch.from_numpy(np.ascontiguousarray(np.asarray(img).transpose(2, 0, 1)))  # (3, H, W) uint8
-        return (x * self.scale).sub_(self.shift)  # the multiply also converts to float32
+        return x.float().mul_(self.scale).sub_(self.shift)
         # END EXERCISE to_normalized_tensor
 
     def __repr__(self) -> str:
