@@ -84,6 +84,7 @@ class TrainConfig:
     kl_normalisation: str = "official"
     teacher_model: str = "regnety_160"
     teacher_path: str = ""
+    teacher_cache: str = ""  # file of the teacher's remembered answers, shared by students of the same batches
     # run
     output_dir: str = "runs/default"
     resume: str = ""
@@ -212,6 +213,10 @@ def _add_flags(p: argparse.ArgumentParser) -> None:
     add("--teacher-model", "--teacher_model", dest="teacher_model", help="teacher architecture")
     add("--teacher-path", "--teacher_path", dest="teacher_path",
         help="teacher checkpoint: path, URL or official name (regnety_160)")
+    add("--teacher-cache", dest="teacher_cache",
+        help="file where the frozen teacher's logits are kept by input batch, so that a later student trained on "
+             "the same batches (same seed, batch size and augmentation) reads them instead of running the teacher "
+             "(minideit/teacher_cache.py; '' to run the teacher every step)")
     add = functools.partial(_add_one, p.add_argument_group("run"))
     add("--output-dir", "--output_dir", dest="output_dir",
         help="folder for config.json, log.jsonl, checkpoint.pth and best_checkpoint.pth")

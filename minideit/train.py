@@ -425,14 +425,21 @@ def load_into(model: nn.Module, state: dict, what: str, allow_new_head: bool) ->
     model.load_state_dict(state)
 
 
-def build_teacher(cfg: TrainConfig, num_classes: int, state: dict | None, device: torch.device) -> nn.Module | None:
+def build_teacher(cfg: TrainConfig, num_classes: int, state: dict | None, device: torch.device, rank: int = 0,
+                  world_size: int = 1) -> nn.Module | None:
     if cfg.distillation_type == "none" or state is None:
         return None
     teacher = create_model(cfg.teacher_model, num_classes=num_classes,
                            **model_overrides(cfg.teacher_model, cfg.input_size))
     teacher.load_state_dict(adapt_pos_embed(teacher, state))
     # frozen, eval; bf16 weights on CUDA with --amp bf16; compiled with the student under --compile
-    return prepare_teacher(teacher, device, cfg.amp, compile=cfg.compile)
+    teacher = prepare_teacher(teacher, device, cfg.amp, compile=cfg.compile)
+    if cfg.teacher_cache:  # speed only: students of the same batches share the teacher's answers
+        from .teacher_cache import RememberingTeacher
+        # each process of a multi-process run sees its own share of the batches, so it keeps its own file
+        path = cfg.teacher_cache + (f".rank{rank}" if world_size > 1 else "")
+        teacher = RememberingTeacher(teacher, path)
+    return teacher
 
 
 def build_criterion(cfg: TrainConfig, teacher: nn.Module | None, mixup_active: bool) -> DistillationLoss:
@@ -502,7 +509,7 @@ def build_run(cfg: TrainConfig, dist: DistInfo, plan: Plan, signals: "StopSignal
     torch.manual_seed(cfg.seed)
     try:
         model = build_student(cfg, plan.num_classes, device)
-        teacher = build_teacher(cfg, plan.num_classes, plan.teacher_state, device)
+        teacher = build_teacher(cfg, plan.num_classes, plan.teacher_state, device, dist.rank, dist.world_size)
     except ValueError as e:
         raise UsageError(str(e)) from None
     mixup = None
@@ -699,16 +706,21 @@ def _run(cfg: TrainConfig, dist: DistInfo) -> dict:
     with StopSignals() as signals:  # from the first write on, a signal stops the run cleanly
         start_output(cfg, dist, plan)
         r = build_run(cfg, dist, plan, signals)
-        if cfg.eval:
+        try:
+            if cfg.eval:
+                if plan.ckpt is not None:
+                    r.model.load_state_dict(plan.ckpt["model"])
+                return evaluate_only(r)
+            start = Position()
             if plan.ckpt is not None:
-                r.model.load_state_dict(plan.ckpt["model"])
-            return evaluate_only(r)
-        start = Position()
-        if plan.ckpt is not None:
-            start = restore(r, plan.ckpt)
-            say(dist, f"resumed from {plan.resume_path} at epoch {start.epoch}"
-                + (f", step {start.step}" if start.step else ""))
-        return train(r, start)
+                start = restore(r, plan.ckpt)
+                say(dist, f"resumed from {plan.resume_path} at epoch {start.epoch}"
+                    + (f", step {start.step}" if start.step else ""))
+            return train(r, start)
+        finally:
+            if hasattr(r.teacher, "save"):  # --teacher-cache: keep the answers, also of a run stopped early
+                r.teacher.save()
+                say(dist, r.teacher.summary())
 
 
 def say(dist: DistInfo, message: str) -> None:

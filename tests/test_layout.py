@@ -18,7 +18,7 @@ PACKAGE = ROOT / "minideit"
 
 # The trainer a practitioner runs; everything else outside tools/ is the paper (vit, regnet, models, data, ...).
 TRAINER = {"minideit.config", "minideit.engine", "minideit.train", "minideit.checkpoint", "minideit.distributed",
-           "minideit.curves"}
+           "minideit.curves", "minideit.teacher_cache"}
 # `python -m minideit.<command>` entry points: a few lines at the top of the package that hand over to minideit/tools/.
 COMMANDS = sorted(p.stem for p in PACKAGE.glob("*.py") if "from minideit.tools" in p.read_text())
 

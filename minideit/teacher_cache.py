@@ -1,0 +1,80 @@
+"""A frozen teacher that remembers its answers, so that several students trained on the same batches run it once.
+
+Speed only: the students learn exactly what they would learn from the teacher itself. ``python -m
+minideit.reproduce`` trains up to five distilled students a seed from one teacher (soft, hard, the distillation
+token, the half-length run, ...), and at 32 px the RegNetY teacher's forward pass costs about as much as the
+student's own forward and backward. With ``--teacher-cache FILE`` the first student stores the teacher's logits
+for every batch it sees and the next ones read them back.
+
+Why the answers can be reused:
+
+- the teacher is frozen and in eval mode (paper §4), so its output is a function of the input batch alone;
+- the students of one seed see the same batches in the same order: each image's augmentation is drawn from
+  (seed, epoch, position) (``train.sample_seed``), never from the model's random numbers, and the order from
+  (seed, epoch). A student with another batch size, other augmentation or another teacher simply finds no answers.
+
+A batch is looked up by a hash of its bytes (and its shape and dtype), so two batches that differ in one pixel
+never share an answer: that is a miss, and the teacher runs. The file is written at the end of the run (also of
+a run stopped early); losing it costs time, never correctness.
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+from pathlib import Path
+
+import torch
+from torch import nn
+
+
+def batch_key(images: torch.Tensor) -> str:
+    """A 128-bit hash of the batch's bytes, with its shape and dtype: equal keys mean equal batches."""
+    flat = images.detach().contiguous().view(-1).cpu()
+    digest = hashlib.blake2b(flat.view(torch.uint8).numpy(), digest_size=16).hexdigest()
+    return f"{digest}-{tuple(images.shape)}-{images.dtype}"
+
+
+class RememberingTeacher(nn.Module):
+    """``teacher`` with a table of its answers, read from and written to ``path`` (see the module docstring)."""
+
+    def __init__(self, teacher: nn.Module, path: str | Path):
+        super().__init__()
+        self.teacher = teacher
+        self.path = Path(path)
+        self.answers: dict[str, torch.Tensor] = {}
+        self.note = ""
+        if self.path.is_file():
+            try:
+                self.answers = torch.load(self.path, map_location="cpu", weights_only=True)
+            except Exception as e:  # a damaged file costs its answers, not the run
+                self.note = f" (could not read {self.path}: {e}; starting empty)"
+        self.hits = self.misses = 0
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        key = batch_key(images)
+        found = self.answers.get(key)
+        if found is not None:
+            self.hits += 1
+            return found.to(images.device)
+        self.misses += 1
+        logits = self.teacher(images)
+        self.answers[key] = logits.detach().cpu()
+        return logits
+
+    def save(self) -> None:
+        """Write the table if this run added answers: to a temporary name, then renamed, so a reader never sees half
+        a file."""
+        if self.misses == 0:
+            return
+        tmp = self.path.with_name(self.path.name + ".tmp")
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            torch.save(self.answers, tmp)
+            os.replace(tmp, self.path)
+        except OSError as e:  # a full disk or a read-only folder costs the answers, not the finished run
+            self.note += f" (could not write {self.path}: {e})"
+
+    def summary(self) -> str:
+        total = self.hits + self.misses
+        return (f"teacher answers: {self.hits} of {total} batches read from {self.path}, {self.misses} computed"
+                + self.note)
