@@ -74,7 +74,9 @@ def test_teacher_and_shared_students_are_trained_once(suite):
     runs = suite / "cache" / "synthetic" / "seed0"
     names = [p.name.rsplit("-", 1)[0] for p in runs.iterdir()]
     # Used by distillation, teachers, agreement and epochs; one epoch in smoke mode, so all lengths coincide.
-    assert names.count("teacher-regnety_002-e1") == 1
+    # Trained once for every seed, from the data seed, beside the seeds' folders; never in a seed's own folder.
+    teachers = [p.name.rsplit("-", 1)[0] for p in (runs.parent / "teachers-seed0").iterdir() if p.is_dir()]
+    assert teachers.count("teacher-regnety_002-e1") == 1 and "teacher-regnety_002-e1" not in names
     # one epoch in smoke mode: the ½ length of `epochs` rounds up to the shared 1-epoch student
     assert names.count("deit-none") == 1
     assert all((p / "result.json").is_file() for p in runs.iterdir())
@@ -106,6 +108,16 @@ def test_seeds_trained_side_by_side_give_the_tables_of_every_seed(tmp_path, monk
         assert all(len(cell["values"]) == 2 for col, cell in row.items() if not col.startswith("paper"))
     for seed in (0, 1):  # each worker trained its seed's runs into the shared cache
         assert list((tmp_path / "cache" / "synthetic" / f"seed{seed}").glob("deit-none-*/result.json"))
+    # one teacher for both seeds, trained before the workers started; each seed's students distil from it and keep
+    # their own file of its answers
+    teachers = list((tmp_path / "cache" / "synthetic" / "teachers-seed0").glob("teacher-*/result.json"))
+    assert len(teachers) == 1
+    for seed in (0, 1):
+        hard = next((tmp_path / "cache" / "synthetic" / f"seed{seed}").glob("deit-distilled-hard-*/result.json"))
+        assert Path(json.loads(hard.read_text())["config"]["teacher_path"]).parent == teachers[0].parent
+        assert (teachers[0].parent / f"answers-seed{seed}.pt").is_file()
+    teacher_row = payload["tables"]["top-1"]["teacher (regnety_002)"]["top-1 (%)"]["values"]
+    assert teacher_row[0] == teacher_row[1]
 
 
 def test_cached_run_is_not_trained_again(tmp_path, monkeypatch):
@@ -305,8 +317,10 @@ def test_seed_workers_stop_when_the_parent_is_killed(tmp_path):
                                "--out", str(tmp_path / "out"), "--cache", str(tmp_path / "cache")],
                               cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 120
-    while time.time() < deadline and not any((tmp_path / "cache").rglob("train.log")):
-        time.sleep(0.2)  # wait until the workers are training, not just starting
+    # wait until the workers are training, not just starting (the parent first trains the shared teachers, in
+    # cache/synthetic/teachers-seed0, alone)
+    while time.time() < deadline and not list((tmp_path / "cache").glob("synthetic/seed*/*/train.log")):
+        time.sleep(0.2)
     workers = [pid for pid in children_of(parent.pid) if is_worker(pid)]
     assert parent.poll() is None and workers, "the workers never started training"
     parent.send_signal(signal.SIGKILL)

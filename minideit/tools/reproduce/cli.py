@@ -109,14 +109,24 @@ def device_name() -> str:
 # ----------------------------------------------------------------------------------------------------------------
 # 4. Seeds side by side
 # ----------------------------------------------------------------------------------------------------------------
+def train_shared_runs(lab: Lab, names: list[str]) -> None:
+    """Train the teachers that every seed distils from (``Lab.teachers_lab``) in this process, with all its cores,
+    before the seeds start side by side: otherwise each seed's process would train the same teacher into the same
+    folder at the same time."""
+    if any(name not in ("ablation", "resolution") for name in names):  # the others distil from the teacher
+        lab.teacher()
+    if "teachers" in names:
+        distillation.teacher_runs(lab)
+
+
 def train_seeds_in_parallel(labs: list[Lab], names: list[str], jobs: int) -> None:
     """Train every run of every seed into the cache, one process per seed (``jobs`` at a time).
 
     Why processes: a DeiT-nano on 32×32 images is too small for torch to keep many cores busy with one model
     (two threads train only ~1.5× faster than one), so on a machine with several cores per seed, one process per
     seed uses them better. On our 2-core CPU it measured about even with one seed after another (three teachers
-    side by side took ~300 s each; one alone with two threads ~100 s). Seeds never share a run, so the processes
-    cannot collide in the cache."""
+    side by side took ~300 s each; one alone with two threads ~100 s). The only runs seeds share, the teachers,
+    are trained before (``train_shared_runs``), so the processes cannot collide in the cache."""
     import concurrent.futures
     import multiprocessing
     import os
@@ -269,6 +279,7 @@ def main(argv: list[str] | None = None) -> int:
     t_start = time.perf_counter()
     jobs = args.jobs or (1 if torch.cuda.is_available() else len(seeds))
     if jobs > 1 and len(seeds) > 1:
+        train_shared_runs(labs[0], names)
         train_seeds_in_parallel(labs, names, jobs)
     timings, used, verdicts = {}, {}, {}
     for name in names:
@@ -276,7 +287,7 @@ def main(argv: list[str] | None = None) -> int:
         for lab in labs:
             lab.used = {}
         result = RUNNERS[name](labs)  # after train_seeds_in_parallel every run comes from the cache
-        runs = {(lab.seed, folder): sec for lab in labs for folder, sec in lab.used.items()}
+        runs = {folder: sec for lab in labs for folder, sec in lab.used.items()}  # a shared teacher counts once
         used.update(runs)
         timings[name] = sum(runs.values())  # each run's own training time, whether trained now or found cached
         verdicts[name] = [c["verdict"] for c in result["claims"]]

@@ -1,7 +1,8 @@
 """Cached training runs for ``python -m minideit.reproduce``: how big a run is (:class:`Scale`) and one seed's
 runs (:class:`Lab`), each trained once through :func:`minideit.train.run` and cached under ``--cache`` (default
-``runs/reproduce/``) by a hash of its configuration. A teacher is trained once per seed and reused by every
-experiment that needs it; the students several experiments share (undistilled, hard-distilled) are trained once.
+``runs/reproduce/``) by a hash of its configuration. The teachers are trained once for all seeds (from the data
+seed) and reused by every experiment that needs them; the students several experiments share (undistilled,
+hard-distilled) are trained once a seed.
 
 The experiments (``distillation.py``, ``recipe.py``) import this module; the command line (``cli.py``) imports them.
 """
@@ -95,6 +96,7 @@ class Lab:
         self.root = Path(root)
         self.cache = self.root / (tag or data_set) / f"seed{seed}"
         self.data_set, self.data_path, self.seed, self.scale, self.log = data_set, data_path, seed, scale, log
+        self.tag = tag
         self.used: dict[str, float] = {}  # run folder → its training seconds, for every run asked for (cached too)
         # the students: DeiT-nano with the scale's patch size, without and with the distillation token
         self.nano = f"deit_nano_patch{scale.patch_size}_32"
@@ -103,6 +105,17 @@ class Lab:
     def sibling(self, data_set: str, data_path: str, tag: str = "") -> "Lab":
         """The same seed and scale on another dataset (transfer's source or target)."""
         return Lab(self.root, data_set, data_path, self.seed, self.scale, self.log, tag)
+
+    def teachers_lab(self) -> "Lab":
+        """Where the teachers live: one set for every seed, trained once from the data seed, as every student of
+        the paper distils from the one RegNetY-16GF. A student's seed then changes what it changes in the paper
+        (its initialisation, order and augmentation), and a teacher's own luck no longer passes into the
+        students' spread (development.md, run 19). Their training time counts in this lab's ``used``, under the
+        shared folder's name, so that it is counted once however many seeds use them."""
+        shared = Lab(self.root, self.data_set, self.data_path, self.scale.data_seed, self.scale, self.log, self.tag)
+        shared.cache = self.root / (self.tag or self.data_set) / f"teachers-seed{self.scale.data_seed}"
+        shared.used = self.used
+        return shared
 
     def config(self, **overrides) -> TrainConfig:
         s = self.scale
@@ -128,7 +141,7 @@ class Lab:
         done = folder / "result.json"
         if done.is_file():
             saved = json.loads(done.read_text())
-            self.used[folder.name] = saved["seconds"]
+            self.used[self.run_key(folder)] = saved["seconds"]
             return Run(name, cfg, saved["stats"], folder / "weights.pth", saved["seconds"])
         folder.mkdir(parents=True, exist_ok=True)
         t0 = time.perf_counter()
@@ -143,16 +156,27 @@ class Lab:
             slim_checkpoint(folder)
         done.write_text(json.dumps({"stats": stats, "seconds": seconds, "config": config_mod.to_dict(cfg)},
                                    indent=1, default=str))
-        self.log(f"  seed {self.seed} · {name}: top-1 {stats['test_acc1']:.1f}% ({seconds:.0f} s)")
-        self.used[folder.name] = seconds
+        self.log(f"  {self.cache.name} · {name}: top-1 {stats['test_acc1']:.1f}% ({seconds:.0f} s)")
+        self.used[self.run_key(folder)] = seconds
         return Run(name, cfg, stats, folder / "weights.pth", seconds)
 
+    def run_key(self, folder: Path) -> str:
+        """A run's name in ``used``: its folder, under its seed's folder, e.g. ``seed0/deit-none-1a2b3c4d``."""
+        return f"{folder.parent.name}/{folder.name}"
+
     def teacher(self, epochs: int | None = None) -> Run:
-        """The convnet teacher: regnety_002 (stem stride 1 at 32 px) with the demo's teacher settings (AdamW lr
-        2e-3, batch 64), warmed up for a tenth of its epochs as the students are."""
+        """The convnet teacher, shared by every seed (``teachers_lab``): regnety_002 (stem stride 1 at 32 px) with
+        the demo's teacher settings (AdamW lr 2e-3, batch 64), warmed up for a tenth of its epochs as the students
+        are."""
         epochs = epochs or self.scale.teacher_epochs
-        return self.train(f"teacher-regnety_002-e{epochs}", model="regnety_002",
-                          **dict(DEMO_TEACHER, epochs=epochs, warmup_epochs=max(min(1, epochs - 1), epochs // 10)))
+        return self.teachers_lab().train(
+            f"teacher-regnety_002-e{epochs}", model="regnety_002",
+            **dict(DEMO_TEACHER, epochs=epochs, warmup_epochs=max(min(1, epochs - 1), epochs // 10)))
+
+    def transformer_teacher(self) -> Run:
+        """Table 2's transformer teacher, shared by every seed like the convnet: the undistilled student of the
+        data seed."""
+        return self.teachers_lab().undistilled()
 
     def student(self, name: str, model: str, distillation: str = "none", teacher: Run | None = None,
                 **overrides) -> Run:
@@ -160,7 +184,7 @@ class Lab:
             # The students of a seed see the same batches, so the teacher's answers are computed once and read back
             # by the others (minideit/teacher_cache.py): a distilled run costs ~40% less, the results are the same.
             overrides.update(teacher_model=teacher.cfg.model, teacher_path=str(teacher.weights),
-                             teacher_cache=str(teacher.weights.parent / "teacher_answers.pt"))
+                             teacher_cache=str(teacher.weights.parent / f"answers-seed{self.seed}.pt"))
         return self.train(name, model=model, distillation_type=distillation, **overrides)
 
     def fit(self, run: Run) -> dict:
