@@ -2,9 +2,10 @@
 
 Speed only: the students learn exactly what they would learn from the teacher itself. ``python -m
 minideit.reproduce`` trains up to five distilled students a seed from one teacher (soft, hard, the distillation
-token, the half-length run, ...), and at 32 px the RegNetY teacher's forward pass costs about as much as the
-student's own forward and backward. With ``--teacher-cache FILE`` the first student stores the teacher's logits
-for every batch it sees and the next ones read them back.
+token, the half-length run, ...), and at 32 px the RegNetY teacher's forward pass is about a quarter of a
+distilled student's training time. With ``--teacher-cache FILE`` the first student stores the teacher's logits for
+every batch it sees and the next ones read them back (a 10-epoch DeiT-nano⚗ run on 512 images, one thread: 22.5 s
+with the teacher, 16.9 s with its answers read back, median of three interleaved runs on a quiet 2-core CPU).
 
 Why the answers can be reused:
 

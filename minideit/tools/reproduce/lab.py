@@ -108,10 +108,10 @@ class Lab:
 
     def teachers_lab(self) -> "Lab":
         """Where the teachers live: one set for every seed, trained once from the data seed, as every student of
-        the paper distils from the one RegNetY-16GF. A student's seed then changes what it changes in the paper
-        (its initialisation, order and augmentation), and a teacher's own luck no longer passes into the
-        students' spread (development.md, run 19). Their training time counts in this lab's ``used``, under the
-        shared folder's name, so that it is counted once however many seeds use them."""
+        the paper distils from the one RegNetY-16GF: a student's seed then changes what it changes in the paper
+        (its initialisation, order and augmentation), and the teachers cost one training instead of one a seed
+        (development.md, runs 19 and 21). Their training time counts in this lab's ``used``, under the shared
+        folder's name, so that it is counted once however many seeds use them."""
         shared = Lab(self.root, self.data_set, self.data_path, self.scale.data_seed, self.scale, self.log, self.tag)
         shared.cache = self.root / (self.tag or self.data_set) / f"teachers-seed{self.scale.data_seed}"
         shared.used = self.used
@@ -182,7 +182,7 @@ class Lab:
                 **overrides) -> Run:
         if teacher is not None:
             # The students of a seed see the same batches, so the teacher's answers are computed once and read back
-            # by the others (minideit/teacher_cache.py): a distilled run costs ~40% less, the results are the same.
+            # by the others (minideit/teacher_cache.py): a distilled run takes ~25% less time, with the same results.
             overrides.update(teacher_model=teacher.cfg.model, teacher_path=str(teacher.weights),
                              teacher_cache=str(teacher.weights.parent / f"answers-seed{self.seed}.pt"))
         return self.train(name, model=model, distillation_type=distillation, **overrides)
