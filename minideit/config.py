@@ -216,7 +216,8 @@ def _add_flags(p: argparse.ArgumentParser) -> None:
     add("--teacher-cache", dest="teacher_cache",
         help="file where the frozen teacher's logits are kept by input batch, so that a later student trained on "
              "the same batches (same seed, batch size and augmentation) reads them instead of running the teacher "
-             "(minideit/teacher_cache.py; '' to run the teacher every step)")
+             "(minideit/teacher_cache.py; for small runs such as the reproduce suite's: each batch is copied to "
+             "the CPU to be hashed; '' to run the teacher every step)")
     add = functools.partial(_add_one, p.add_argument_group("run"))
     add("--output-dir", "--output_dir", dest="output_dir",
         help="folder for config.json, log.jsonl, checkpoint.pth and best_checkpoint.pth")

@@ -15,8 +15,11 @@ Why the answers can be reused:
   (seed, epoch). A student with another batch size, other augmentation or another teacher simply finds no answers.
 
 A batch is looked up by a hash of its bytes (and its shape and dtype), so two batches that differ in one pixel
-never share an answer: that is a miss, and the teacher runs. The file is written at the end of the run (also of
-a run stopped early); losing it costs time, never correctness.
+never share an answer: that is a miss, and the teacher runs; the file also records a hash of the teacher's
+weights, and a file written for another teacher is ignored. The file is written at the end of the run (also of a
+run stopped early); losing it costs time, never correctness. It is meant for small runs like the reproduce
+suite's: every batch is copied to the CPU to be hashed, and the file grows by batch × classes numbers a step
+(2 MB for a 100-epoch run on 512 images, gigabytes for an ImageNet run).
 """
 from __future__ import annotations
 
@@ -26,6 +29,16 @@ from pathlib import Path
 
 import torch
 from torch import nn
+
+
+def teacher_fingerprint(teacher: nn.Module) -> str:
+    """A hash of the teacher's weights (values and dtypes): answers stored for one teacher are never read for
+    another, even if the same file is given to both."""
+    h = hashlib.blake2b(digest_size=16)
+    for name, tensor in teacher.state_dict().items():
+        h.update(f"{name}:{tensor.dtype}:{tuple(tensor.shape)}".encode())
+        h.update(tensor.detach().contiguous().view(-1).cpu().view(torch.uint8).numpy())
+    return h.hexdigest()
 
 
 def batch_key(images: torch.Tensor) -> str:
@@ -42,13 +55,19 @@ class RememberingTeacher(nn.Module):
         super().__init__()
         self.teacher = teacher
         self.path = Path(path)
+        self.fingerprint = teacher_fingerprint(teacher)
         self.answers: dict[str, torch.Tensor] = {}
         self.note = ""
         if self.path.is_file():
             try:
-                self.answers = torch.load(self.path, map_location="cpu", weights_only=True)
+                saved = torch.load(self.path, map_location="cpu", weights_only=True)
             except Exception as e:  # a damaged file costs its answers, not the run
+                saved = {}
                 self.note = f" (could not read {self.path}: {e}; starting empty)"
+            if saved and saved.get("teacher") != self.fingerprint:
+                self.note = f" ({self.path} holds another teacher's answers; starting empty)"
+            elif saved:
+                self.answers = saved["answers"]
         self.hits = self.misses = 0
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
@@ -70,7 +89,7 @@ class RememberingTeacher(nn.Module):
         tmp = self.path.with_name(self.path.name + ".tmp")
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            torch.save(self.answers, tmp)
+            torch.save({"teacher": self.fingerprint, "answers": self.answers}, tmp)
             os.replace(tmp, self.path)
         except OSError as e:  # a full disk or a read-only folder costs the answers, not the finished run
             self.note += f" (could not write {self.path}: {e})"

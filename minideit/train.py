@@ -41,6 +41,7 @@ from .losses import DistillationLoss, LabelSmoothingCrossEntropy, SoftTargetCros
 from .models import DEIT_CONFIGS, check_model_name, create_model
 from .optim import CosineWarmupSchedule, ModelEma, OfficialEpochSchedule, build_optimizer, scaled_lr
 from .regnet import prepare_teacher
+from .teacher_cache import RememberingTeacher
 from .threads import set_threads
 from .weights import CheckpointError, adapt_pos_embed, check_compatible, resolve_state_dict
 
@@ -435,7 +436,6 @@ def build_teacher(cfg: TrainConfig, num_classes: int, state: dict | None, device
     # frozen, eval; bf16 weights on CUDA with --amp bf16; compiled with the student under --compile
     teacher = prepare_teacher(teacher, device, cfg.amp, compile=cfg.compile)
     if cfg.teacher_cache:  # speed only: students of the same batches share the teacher's answers
-        from .teacher_cache import RememberingTeacher
         # each process of a multi-process run sees its own share of the batches, so it keeps its own file
         path = cfg.teacher_cache + (f".rank{rank}" if world_size > 1 else "")
         teacher = RememberingTeacher(teacher, path)
@@ -718,7 +718,7 @@ def _run(cfg: TrainConfig, dist: DistInfo) -> dict:
                     + (f", step {start.step}" if start.step else ""))
             return train(r, start)
         finally:
-            if hasattr(r.teacher, "save"):  # --teacher-cache: keep the answers, also of a run stopped early
+            if isinstance(r.teacher, RememberingTeacher):  # --teacher-cache: keep the answers, also of a stopped run
                 r.teacher.save()
                 say(dist, r.teacher.summary())
 

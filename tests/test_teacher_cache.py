@@ -80,3 +80,16 @@ def test_a_second_student_of_the_same_batches_reads_every_answer_and_learns_the_
         for a, b in zip(read_log(cached), read_log(plain), strict=True):
             assert a["train_loss"] == pytest.approx(b["train_loss"], rel=1e-6)
             assert a["test_acc1"] == b["test_acc1"] and a["test_agreement"] == b["test_agreement"]
+
+
+def test_a_file_written_for_another_teacher_is_not_read(tmp_path):
+    x = torch.rand(2, 3, 4, 4)
+    first = RememberingTeacher(torch.nn.Linear(48, 3), tmp_path / "answers.pt")
+    first(x.flatten(1))
+    first.save()
+    other = RememberingTeacher(torch.nn.Linear(48, 3), tmp_path / "answers.pt")  # other weights, same file
+    assert torch.equal(other(x.flatten(1)), other.teacher(x.flatten(1))) and other.misses == 1
+    assert "another teacher" in other.summary()
+    same = RememberingTeacher(first.teacher, tmp_path / "answers.pt")
+    same(x.flatten(1))
+    assert same.hits == 1
