@@ -333,3 +333,19 @@ def test_seed_workers_stop_when_the_parent_is_killed(tmp_path):
     for pid in alive:  # do not leave them behind if the test fails
         os.kill(pid, signal.SIGKILL)
     assert not alive, f"{len(alive)} worker(s) still training 15 s after their parent was killed"
+
+
+def test_shared_teachers_are_the_ones_the_seeds_will_ask_for(monkeypatch):
+    """Before the seeds start side by side, the parent trains exactly the teachers they share: none for the ablation
+    and resolution, the synthetic source's for transfer even on CIFAR (else every seed's process would train that
+    one into the same folder at once)."""
+    asked = []
+    monkeypatch.setattr(rlab.Lab, "teacher", lambda self, epochs=None: asked.append((self.data_set, epochs)))
+    cifar = rlab.Lab("/tmp/unused", "cifar10", "/x", 0, rlab.Scale())
+    cli.train_shared_runs(cifar, ["transfer"])
+    assert asked == [("synthetic", None)]
+    asked.clear()
+    cli.train_shared_runs(cifar, ["ablation", "resolution"])
+    assert asked == []
+    cli.train_shared_runs(cifar, ["distillation"])
+    assert asked == [("cifar10", None)]

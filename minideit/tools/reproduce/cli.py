@@ -113,8 +113,10 @@ def train_shared_runs(lab: Lab, names: list[str]) -> None:
     """Train the teachers that every seed distils from (``Lab.teachers_lab``) in this process, with all its cores,
     before the seeds start side by side: otherwise each seed's process would train the same teacher into the same
     folder at the same time."""
-    if any(name not in ("ablation", "resolution") for name in names):  # the others distil from the teacher
+    if any(name not in ("ablation", "resolution", "transfer") for name in names):  # these distil from the teacher
         lab.teacher()
+    if "transfer" in names:  # its distilled source is trained on the synthetic images, whatever --data-set says
+        (lab if lab.data_set == "synthetic" else lab.sibling("synthetic", "")).teacher()
     if "teachers" in names:
         distillation.teacher_runs(lab)
 
