@@ -44,6 +44,7 @@ class TrainConfig:
     data_set: str = "imagenet"
     data_path: str = ""
     num_samples: int = 0  # synthetic only: training set size (0 = the generator's default)
+    val_samples: int = 0  # synthetic only: validation set size (0 = the generator's default, 1,000)
     synthetic_style: str = "standard"  # synthetic only: how the images are drawn (data/synthetic.py, STYLES)
     data_seed: int = -1  # synthetic only: the seed the images are drawn from (-1: --seed)
     batch_size: int = 64  # per process, per optimiser micro-step
@@ -153,6 +154,8 @@ def _add_flags(p: argparse.ArgumentParser) -> None:
         help="which dataset --data-path holds (synthetic needs none)")
     add("--data-path", "--data_path", dest="data_path", help="folder of the dataset")
     add("--num-samples", dest="num_samples", type=int, help="synthetic data only: training images (0: its default)")
+    add("--val-samples", dest="val_samples", type=int,
+        help="synthetic data only: validation images (0: its default, 1,000); more images, less noise in top-1")
     add("--data-seed", dest="data_seed", type=int,
         help="synthetic data only: draw the images from this seed instead of --seed (-1: --seed), so that runs of "
              "several seeds share one dataset, as runs on ImageNet do")

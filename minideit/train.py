@@ -96,6 +96,7 @@ RANGES = [
     ("warmup_epochs", 0, None, True, None), ("log_every", 1, None, True, None), ("eval_every", 1, None, True, None),
     ("save_every_steps", 0, None, True, None), ("max_nonfinite", 0, None, True, None),
     ("global_batch_size", 0, None, True, None), ("num_samples", 0, None, True, None),
+    ("val_samples", 0, None, True, None),
     ("input_size", 1, None, True, None), ("threads", 0, None, True, None), ("data_seed", -1, None, True, None),
 ]
 
@@ -300,7 +301,7 @@ def build_data(cfg: TrainConfig, dist: DistInfo):
     if cfg.data_set == "synthetic":
         synthetic = dict(img_size=cfg.input_size, seed=synthetic_seed(cfg), style=cfg.synthetic_style)
     train_kwargs = dict(synthetic, num_samples=cfg.num_samples or None) if synthetic else {}
-    val_kwargs = dict(synthetic, num_samples=256 if config_mod.smoke() else None) if synthetic else {}
+    val_kwargs = dict(synthetic, num_samples=256 if config_mod.smoke() else cfg.val_samples or None) if synthetic else {}
     # Small natively-sized data (CIFAR, synthetic) gets pad-and-crop; photos get RandomResizedCrop at any size.
     small = cfg.data_set in ("synthetic", "cifar10", "cifar100")
     if cfg.gpu_aug:  # the same per-image steps, ending at uint8: normalise + erase happen on the device

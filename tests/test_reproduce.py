@@ -1,4 +1,5 @@
 """python -m minideit.reproduce: every experiment end to end in smoke mode, the cache, the tables, bad input."""
+import dataclasses
 import json
 import subprocess
 import sys
@@ -174,6 +175,21 @@ def test_every_seed_trains_on_the_same_images(monkeypatch):
     # the patch size picks the registered students, with and without the distillation token
     lab = rlab.Lab("/tmp/unused", "synthetic", "", 100, cli.parse_scale(["patch_size=8"]))
     assert (lab.config().model, lab.nano_dist) == ("deit_nano_patch8_32", "deit_nano_distilled_patch8_32")
+
+
+def test_val_samples_sets_the_validation_set_the_runs_are_scored_on(monkeypatch):
+    """--val-samples (Scale.val_samples for reproduce) sizes the synthetic validation set: the suite scores its runs
+    on 10,000 images, so that which images a seed happens to get right moves top-1 less (development.md, run 25)."""
+    from minideit.config import resolve
+    from minideit.distributed import DistInfo
+    from minideit.train import build_data
+    monkeypatch.delenv("MINIDEIT_SMOKE", raising=False)
+    dist = DistInfo(0, 1, 0, torch.device("cpu"), True)
+    cfg = resolve(["--data-set", "synthetic", "--input-size", "16", "--num-samples", "8", "--val-samples", "40"])
+    assert len(build_data(cfg, dist)[1]) == 40
+    assert len(build_data(dataclasses.replace(cfg, val_samples=0), dist)[1]) == 1000  # the generator's default
+    assert rlab.Lab("/tmp/unused", "synthetic", "", 0, rlab.Scale()).config().val_samples == 10_000
+    assert rlab.Lab("/tmp/unused", "cifar10", "/x", 0, rlab.Scale()).config().val_samples == 0  # real data: its own
 
 
 def test_merge_and_claims():

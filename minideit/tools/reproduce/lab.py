@@ -48,6 +48,10 @@ class Scale:
     transfer_samples: int = 512  # training images of the transfer target
     batch_size: int = 32  # 16 optimiser steps an epoch on 512 images
     input_size: int = 32  # image side in pixels (the synthetic images are drawn at this size)
+    # Validation images (the generator's default is 1,000). Which of 1,000 images a run happens to get right adds
+    # ~1.2 points of spread from seed to seed on top of training's own (~2.5); on 10,000 it adds ~0.4
+    # (development.md, run 25). Evaluating them costs seconds: it happens once, after the last epoch.
+    val_samples: int = 10_000
     lr: float = 3e-4  # the students' AdamW learning rate, not scaled by the batch (development.md, run 12)
     patch_size: int = 8  # the students' patch side at 32 px: 8 gives 4×4 = 16 tokens (3× faster than 4's 64)
     synthetic_style: str = "clear"  # how the synthetic images are drawn (minideit/data/synthetic.py, STYLES)
@@ -125,6 +129,7 @@ class Lab:
             cfg, data_set=self.data_set, data_path=self.data_path, seed=self.seed, batch_size=s.batch_size,
             input_size=s.input_size, lr=s.lr,
             num_samples=s.num_samples if self.data_set == "synthetic" else 0, epochs=epochs,
+            val_samples=s.val_samples if self.data_set == "synthetic" else 0,
             synthetic_style=s.synthetic_style if self.data_set == "synthetic" else "standard",
             data_seed=s.data_seed if self.data_set == "synthetic" else -1,
             warmup_epochs=max(min(1, epochs - 1), epochs // 10),  # the demo's one epoch, a tenth of longer runs

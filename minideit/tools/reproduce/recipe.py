@@ -205,7 +205,7 @@ def transfer(labs: list[Lab]) -> dict:
     for lab in labs:
         source = lab if lab.data_set == "synthetic" else lab.sibling("synthetic", "")
         if lab.data_set == "synthetic":
-            n_val = 256 if config_mod.smoke() else 1000
+            n_val = 256 if config_mod.smoke() else lab.scale.val_samples  # as many as the source's
             # the target's images follow the source's: one set for every seed (drawn from the data seed)
             path = new_glyph_data(lab.root / "data", lab.scale.data_seed, lab.scale.transfer_samples, n_val,
                                   lab.scale.synthetic_style)
