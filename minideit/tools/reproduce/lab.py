@@ -49,7 +49,7 @@ class Scale:
     batch_size: int = 32  # 16 optimiser steps an epoch on 512 images
     input_size: int = 32  # image side in pixels (the synthetic images are drawn at this size)
     # Validation images (the generator's default is 1,000). Which of 1,000 images a run happens to get right adds
-    # ~1.2 points of spread from seed to seed on top of training's own (~2.5); on 10,000 it adds ~0.4
+    # ~1 point of spread from seed to seed on top of training's own (2.4-3.7); on 10,000 about a third of that
     # (development.md, run 25). Evaluating them costs seconds: it happens once, after the last epoch.
     val_samples: int = 10_000
     lr: float = 3e-4  # the students' AdamW learning rate, not scaled by the batch (development.md, run 12)
