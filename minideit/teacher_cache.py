@@ -17,7 +17,7 @@ Why the answers can be reused:
 A batch is looked up by a hash of its bytes (and its shape and dtype), so two batches that differ in one pixel
 never share an answer: that is a miss, and the teacher runs; the file also records a hash of the teacher's
 weights, and a file written for another teacher is ignored. The file is written at the end of the run (also of a
-run stopped early); losing it costs time, never correctness. It is meant for small runs like the reproduce
+run stopped early); losing it costs time, never correctness. A path that holds anything else is never overwritten. It is meant for small runs like the reproduce
 suite's: every batch is copied to the CPU to be hashed, and the file grows by batch × classes numbers a step
 (2 MB for a 100-epoch run on 512 images, gigabytes for an ImageNet run).
 """
@@ -58,17 +58,27 @@ class RememberingTeacher(nn.Module):
         self.fingerprint = teacher_fingerprint(teacher)
         self.answers: dict[str, torch.Tensor] = {}
         self.note = ""
+        self.keep = True  # False: `path` holds something else, which save() must not overwrite
         if self.path.is_file():
-            try:
-                saved = torch.load(self.path, map_location="cpu", weights_only=True)
-            except Exception as e:  # a damaged file costs its answers, not the run
-                saved = {}
-                self.note = f" (could not read {self.path}: {e}; starting empty)"
-            if saved and saved.get("teacher") != self.fingerprint:
-                self.note = f" ({self.path} holds another teacher's answers; starting empty)"
-            elif saved:
-                self.answers = saved["answers"]
+            self.read()
         self.hits = self.misses = 0
+
+    def read(self) -> None:
+        """Load the answers in ``path`` if it is an answers file of this teacher. Another teacher's answers are
+        ignored (and replaced at the end); a file that is not an answers file at all (unreadable, or someone's
+        weights given by mistake) is left as it is, and this run's answers are not kept."""
+        try:
+            saved = torch.load(self.path, map_location="cpu", weights_only=True)
+        except Exception as e:
+            saved = e
+        if not (isinstance(saved, dict) and {"teacher", "answers"} <= saved.keys()):
+            self.keep = False
+            why = f"could not read it: {saved}" if isinstance(saved, Exception) else "it is not a teacher-answers file"
+            self.note = f" ({self.path} left as it is, {why}; this run's answers are not kept)"
+        elif saved["teacher"] != self.fingerprint:
+            self.note = f" ({self.path} holds another teacher's answers; starting empty)"
+        else:
+            self.answers = saved["answers"]
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         key = batch_key(images)
@@ -84,7 +94,7 @@ class RememberingTeacher(nn.Module):
     def save(self) -> None:
         """Write the table if this run added answers: to a temporary name, then renamed, so a reader never sees half
         a file."""
-        if self.misses == 0:
+        if self.misses == 0 or not self.keep:
             return
         tmp = self.path.with_name(self.path.name + ".tmp")
         try:

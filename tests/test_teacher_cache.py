@@ -45,6 +45,8 @@ def test_a_damaged_or_unwritable_file_costs_the_answers_not_the_run(tmp_path):
     teacher = RememberingTeacher(CountingTeacher(), bad)
     x = torch.rand(2, 3, 4, 4)
     assert torch.equal(teacher(x), x.flatten(1)[:, :3] * 2) and "could not read" in teacher.summary()
+    teacher.save()
+    assert bad.read_bytes() == b"not a torch file"  # not ours: left as it is
     blocked = tmp_path / "a_file"
     blocked.write_text("")
     teacher = RememberingTeacher(CountingTeacher(), blocked / "answers.pt")  # its folder is a file
@@ -93,3 +95,17 @@ def test_a_file_written_for_another_teacher_is_not_read(tmp_path):
     same = RememberingTeacher(first.teacher, tmp_path / "answers.pt")
     same(x.flatten(1))
     assert same.hits == 1
+
+
+@pytest.mark.parametrize("other", [torch.ones(3), [1, 2], {"model": {"w": torch.ones(2)}}])
+def test_a_path_holding_something_else_is_used_and_left_as_it_is(tmp_path, other):
+    """--teacher-cache pointed at a file that is not an answers file (a weights file given by mistake): the run
+    computes every answer, says so, and never overwrites the file."""
+    path = tmp_path / "weights.pth"
+    torch.save(other, path)
+    before = path.read_bytes()
+    teacher = RememberingTeacher(CountingTeacher(), path)
+    x = torch.rand(2, 3, 4, 4)
+    assert torch.equal(teacher(x), x.flatten(1)[:, :3] * 2) and teacher.misses == 1
+    teacher.save()
+    assert path.read_bytes() == before and "not a teacher-answers file" in teacher.summary()
