@@ -212,26 +212,28 @@ def test_increasing_ops_do_nothing_at_magnitude_zero():
         assert np.array_equal(np.asarray(ra.apply_op(img, name, 0)), np.asarray(img)), name
 
 
-_SHIFT_ROWS = _fast._shift_rows
+_SHIFT_ROWS, _TRANSLATE = _fast._shift_rows, _fast._translate
 
 
 @pytest.mark.parametrize('shear, offset, axis', [(0.27, 0, 1), (-0.3, 0, 1), (0, 90.3, 1), (0, -0.49, 1),
                                                  (0.2, 0, 0), (0, -47.6, 0), (0.1, -3.3, 1), (0, 500, 1),
-                                                 (1.5, -70.2, 1), (-2.5, 130.7, 0)])
+                                                 (1.5, -70.2, 1), (-2.5, 130.7, 0), (0, 0.5, 0), (0, -0.5, 1),
+                                                 (0, 95.5, 1), (0, -79.5, 0), (0, 79.49, 0), (0, -96.2, 1)])
 def test_fast_shear_translate_equal_pil_bicubic_affine(shear, offset, axis, monkeypatch):
     img = photo(96, 80)
     matrix = (1, shear, offset, 0, 1, 0) if axis == 1 else (1, 0, 0, shear, 1, offset)
-    rows_moved = []  # the fast row path must be the one tested, not PIL's own warp
-    monkeypatch.setattr(_fast, "_shift_rows", lambda *a: rows_moved.append(1) or _SHIFT_ROWS(*a))
+    fast_path = []  # the fast path (rows, or a translation's slices) must be the one tested, not PIL's own warp
+    monkeypatch.setattr(_fast, "_shift_rows", lambda *a: fast_path.append('rows') or _SHIFT_ROWS(*a))
+    monkeypatch.setattr(_fast, "_translate", lambda *a: fast_path.append('translate') or _TRANSLATE(*a))
     ours = _fast.affine(img, matrix, ra.DEFAULT_FILL, Image.BICUBIC)
-    assert rows_moved
+    assert fast_path == (['translate'] if shear == 0 else ['rows'])
     ref = img.transform(img.size, Image.AFFINE, matrix, resample=Image.BICUBIC, fillcolor=ra.DEFAULT_FILL)
     assert np.abs(np.asarray(ours).astype(int) - np.asarray(ref).astype(int)).max() <= 1
 
 
 @pytest.mark.parametrize('width, height', [(1, 1), (1, 5), (4, 2)])
 def test_fast_shear_translate_on_tiny_images(width, height):
-    """The row path pads each row by its own width; a 1-pixel row must still give PIL's pixels."""
+    """The row and translation paths clamp their taps to the image; a 1-pixel row must still give PIL's pixels."""
     img = Image.fromarray(np.random.default_rng(width).integers(0, 256, (height, width, 3), np.uint8))
     for matrix in [(1, 0.3, 0.4, 0, 1, 0), (1, 0, 0, -0.3, 1, 0.6), (1, 0, -0.7, 0, 1, 0)]:
         ours = _fast.affine(img, matrix, ra.DEFAULT_FILL, Image.BICUBIC)
