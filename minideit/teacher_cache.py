@@ -17,9 +17,10 @@ Why the answers can be reused:
 A batch is looked up by a hash of its bytes (and its shape and dtype), so two batches that differ in one pixel
 never share an answer: that is a miss, and the teacher runs; the file also records a hash of the teacher's
 weights, and a file written for another teacher is ignored. The file is written at the end of the run (also of a
-run stopped early); losing it costs time, never correctness. A path that holds anything else is never overwritten. It is meant for small runs like the reproduce
-suite's: every batch is copied to the CPU to be hashed, and the file grows by batch × classes numbers a step
-(2 MB for a 100-epoch run on 512 images, gigabytes for an ImageNet run).
+run stopped early); losing it costs time, never correctness. A path that holds anything else is never
+overwritten. It is meant for small runs like the reproduce suite's: every batch is copied to the CPU to be hashed,
+and the file grows by batch × classes numbers a step (2 MB for a 100-epoch run on 512 images, gigabytes for an
+ImageNet run).
 """
 from __future__ import annotations
 

@@ -301,7 +301,8 @@ def build_data(cfg: TrainConfig, dist: DistInfo):
     if cfg.data_set == "synthetic":
         synthetic = dict(img_size=cfg.input_size, seed=synthetic_seed(cfg), style=cfg.synthetic_style)
     train_kwargs = dict(synthetic, num_samples=cfg.num_samples or None) if synthetic else {}
-    val_kwargs = dict(synthetic, num_samples=256 if config_mod.smoke() else cfg.val_samples or None) if synthetic else {}
+    val_size = 256 if config_mod.smoke() else cfg.val_samples or None  # None: the generator's default, 1,000
+    val_kwargs = dict(synthetic, num_samples=val_size) if synthetic else {}
     # Small natively-sized data (CIFAR, synthetic) gets pad-and-crop; photos get RandomResizedCrop at any size.
     small = cfg.data_set in ("synthetic", "cifar10", "cifar100")
     if cfg.gpu_aug:  # the same per-image steps, ending at uint8: normalise + erase happen on the device

@@ -70,13 +70,15 @@ def affine(img: Image.Image, matrix: tuple, fill, resample) -> Image.Image:
     sideways (a = e = 1, d = f = 0) or whole columns up and down (a = e = 1, b = c = 0) takes the row path below;
     anything else is PIL's own warp."""
     a, b, c, d, e, f = matrix
-    if resample == Image.BICUBIC and a == 1 and e == 1 and b == 0 and d == 0 and f == 0:
+    if resample != Image.BICUBIC or a != 1 or e != 1:
+        return img.transform(img.size, Image.AFFINE, matrix, resample=resample, fillcolor=fill)
+    if b == d == f == 0:  # moves along x only
         return _translate(img, c, 1, fill)
-    if resample == Image.BICUBIC and a == 1 and e == 1 and b == 0 and d == 0 and c == 0:
+    if b == c == d == 0:  # moves along y only
         return _translate(img, f, 0, fill)
-    if resample == Image.BICUBIC and a == 1 and e == 1 and d == 0 and f == 0:
+    if d == f == 0:  # whole rows sideways
         return _shift_lines(img, b, c, 1, fill)
-    if resample == Image.BICUBIC and a == 1 and e == 1 and b == 0 and c == 0:
+    if b == c == 0:  # whole columns up and down
         return _shift_lines(img, d, f, 0, fill)
     return img.transform(img.size, Image.AFFINE, matrix, resample=resample, fillcolor=fill)
 
@@ -102,11 +104,12 @@ def _translate(img: Image.Image, offset: float, axis: int, fill) -> Image.Image:
         # Tap k of output i reads source i + whole + k - 1, the edge pixel repeated past the border: gather the
         # band of sources that outputs first..stop-1 read, then tap k is the band shifted by k.
         sources = np.clip(np.arange(first + whole - 1, stop + whole + 2), 0, n - 1)
-        band = np.take(pixels, sources, axis=axis).astype(np.float32)  # (h, stop-first+3, 3) or (stop-first+3, w, 3)
+        band = np.take(pixels, sources, axis=axis).astype(np.float32)  # (h, L+3, 3) or (L+3, w, 3), L = stop-first
         length = stop - first
 
-        def tap(k):  # the band shifted by k taps along the axis
+        def tap(k):  # the band shifted by k taps along the axis: (h, L, 3) or (L, w, 3)
             return band[:, k:k + length] if axis == 1 else band[k:k + length]
+
         acc = tap(0) * weights[0]
         for k in range(1, 4):
             acc += tap(k) * weights[k]
@@ -115,9 +118,9 @@ def _translate(img: Image.Image, offset: float, axis: int, fill) -> Image.Image:
     return Image.fromarray(out)
 
 
-def _cubic_weights(t: torch.Tensor) -> tuple[torch.Tensor, ...]:
-    """Weights of the taps at -1, 0, +1, +2 for points t in [0, 1) past tap 0: cubic convolution with a = -1,
-    the kernel of PIL's BICUBIC affine/rotate (PIL's resize uses a = -0.5)."""
+def _cubic_weights(t):
+    """Weights of the taps at -1, 0, +1, +2 for points t in [0, 1) past tap 0 (a float, or a tensor of them):
+    cubic convolution with a = -1, the kernel of PIL's BICUBIC affine/rotate (PIL's resize uses a = -0.5)."""
     t2, t3 = t * t, t * t * t
     return -t + 2 * t2 - t3, 1 - 2 * t2 + t3, t + t2 - t3, -t2 + t3
 
