@@ -137,10 +137,43 @@ def test_budget_shrinks_but_never_grows_the_runs(monkeypatch):
     assert rlab.scale_for(None, 3) == full == rlab.scale_for(600, 3)
     half = rlab.scale_for(rlab.FULL_MINUTES / 2, 3)
     assert half.epochs == full.epochs // 2 and half.teacher_epochs == full.teacher_epochs // 2
+    assert half.ablation_epochs == full.ablation_epochs // 2
     assert rlab.scale_for(30, 6) == rlab.scale_for(15, 3)  # twice the seeds, half the time per seed
     hour = rlab.scale_for(60, 3)  # rounded down: a budget is never overrun by rounding
     assert hour.epochs <= full.epochs * 60 / rlab.FULL_MINUTES
     assert rlab.scale_for(0.01, 3).epochs >= 2
+
+
+def test_ablation_trains_on_its_own_smaller_set_for_longer(monkeypatch):
+    """Table 8's runs, the demo row included, use Scale.ablation_samples images for Scale.ablation_epochs epochs
+    (the other experiments' students: Scale.num_samples, Scale.epochs), and the base is the milder Table 9."""
+    from minideit.tools.reproduce import recipe
+    monkeypatch.delenv("MINIDEIT_SMOKE", raising=False)
+    scale = rlab.Scale()
+    assert (scale.ablation_samples, scale.ablation_epochs) != (scale.num_samples, scale.epochs)
+    asked = []
+
+    def student(self, name, model, **overrides):
+        asked.append(overrides)
+        return rlab.Run(name, self.config(**overrides), {"test_acc1": 50.0, "ema_acc1": 50.0}, Path("w"), 1.0)
+
+    monkeypatch.setattr(rlab.Lab, "student", student)
+    monkeypatch.setattr(rlab.Lab, "fit", lambda self, run: {recipe.FIT: 90.0})
+    lab = rlab.Lab("/tmp/unused", "synthetic", "", 100, scale)
+    result = recipe.ablation([lab])
+    assert len(asked) == 8  # the base (with its EMA), five removals, SGD, the demo recipe
+    for overrides in asked:
+        cfg = lab.config(**overrides)
+        assert (cfg.num_samples, cfg.epochs) == (scale.ablation_samples, scale.ablation_epochs)
+        assert cfg.warmup_epochs == scale.ablation_epochs // 10
+    assert asked[0]["aa"] == recipe.BASE_RECIPE["aa"] != recipe.TABLE9["aa"] and asked[0]["model_ema"]
+    assert asked[-1].get("aa") is None and asked[-1].get("mixup") is None  # the demo recipe: no regulariser
+    assert asked[0]["model_ema_decay"] == pytest.approx(1 - 15 / (scale.ablation_epochs * scale.ablation_samples
+                                                                  // scale.batch_size))
+    assert result["sizes"] == f"{scale.ablation_samples} training images, {scale.ablation_epochs} epochs per run"
+    assert result["tables"]["ablation"][recipe.BASE][recipe.FIT] == [90.0]
+    # on CIFAR the ablation trains on every image, for the scale's epochs
+    assert recipe.ablation_sizes(rlab.Lab("/tmp/unused", "cifar10", "/x", 0, scale)) == {}
 
 
 def test_set_changes_the_scale_of_development_runs(monkeypatch):

@@ -59,7 +59,8 @@ def markdown_table(table: dict, digits: dict, default: int) -> str:
 
 
 def write_outputs(out: Path, result: dict, seeds: list[int], data_set: str, scale: Scale, seconds: float) -> None:
-    """``result`` (from an experiment): title, paper, intro, tables {name: {row: {col: [per-seed values]}}},
+    """``result`` (from an experiment): title, paper, intro, sizes (optional: its own runs' sizes, when they are not
+    the scale's), tables {name: {row: {col: [per-seed values]}}},
     digits {table: n}, claims [{claim, holds, evidence, why}], notes [str], plot(fig, tables)."""
     out.mkdir(parents=True, exist_ok=True)
     name = result["name"]
@@ -70,10 +71,11 @@ def write_outputs(out: Path, result: dict, seeds: list[int], data_set: str, scal
                "tables": tables, "claims": result["claims"]}
     (out / f"{name}.json").write_text(json.dumps(payload, indent=1) + "\n")
 
+    sizes = result.get("sizes") or (f"{scale.num_samples if data_set == 'synthetic' else 'all'} training images, "
+                                    f"{scale.epochs} epoch{'s' if scale.epochs != 1 else ''} per student")
     md = [f"# {result['title']} ({result['paper']})", "", result["intro"], "",
           f"Data: {data_set}; seeds {', '.join(map(str, seeds))} (mean ± std over seeds); "
-          f"{scale.num_samples if data_set == 'synthetic' else 'all'} training images, {scale.epochs} epoch"
-          f"{'s' if scale.epochs != 1 else ''} per student; {seconds / 60:.1f} minutes of training on {device_name()} "
+          f"{sizes}; {seconds / 60:.1f} minutes of training on {device_name()} "
           "(its runs' own times, summed over runs and seeds). "
           f"Made by `python -m minideit.reproduce {name}`.", ""]
     for t, rows in tables.items():
