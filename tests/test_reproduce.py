@@ -168,6 +168,8 @@ def test_ablation_trains_on_its_own_smaller_set_for_longer(monkeypatch):
         assert cfg.warmup_epochs == scale.ablation_epochs // 10
     assert asked[0]["aa"] == recipe.BASE_RECIPE["aa"] != recipe.TABLE9["aa"] and asked[0]["model_ema"]
     assert asked[-1].get("aa") is None and asked[-1].get("mixup") is None  # the demo recipe: no regulariser
+    sgd = next(overrides for overrides in asked if overrides.get("opt") == "sgd")
+    assert sgd["lr"] == pytest.approx(0.1 * scale.batch_size / 256)  # the convnet rule at this batch
     assert asked[0]["model_ema_decay"] == pytest.approx(1 - 15 / (scale.ablation_epochs * scale.ablation_samples
                                                                   // scale.batch_size))
     assert result["sizes"] == f"{scale.ablation_samples} training images, {scale.ablation_epochs} epochs per run"
