@@ -174,6 +174,12 @@ def test_ablation_trains_on_its_own_smaller_set_for_longer(monkeypatch):
                                                                   // scale.batch_size))
     assert result["sizes"] == f"{scale.ablation_samples} training images, {scale.ablation_epochs} epochs per run"
     assert result["tables"]["ablation"][recipe.BASE][recipe.FIT] == [90.0]
+    erasing = next(c for c in result["claims"] if "random erasing" in c["claim"])  # a gap of 0: "not shown"
+    assert erasing["verdict"] == "not shown" and erasing["why"] == recipe.REASONS["− random erasing"]
+    # a row that never left chance is called a failed training, not a smaller accuracy
+    table = {recipe.BASE: {"top-1 (%)": [51.0, 52.0]}, "SGD": {"top-1 (%)": [10.3, 10.6], recipe.FIT: [16.0, 15.0]}}
+    assert "never left chance (10.4% top-1, 15.5% on its own training labels)" in recipe.failed_run(table, "SGD")
+    assert recipe.failed_run(table, recipe.BASE) == ""
     # on CIFAR the ablation trains on every image, for the scale's epochs
     assert recipe.ablation_sizes(rlab.Lab("/tmp/unused", "cifar10", "/x", 0, scale)) == {}
 

@@ -24,8 +24,9 @@ from minideit.train import DEMO_TEACHER, run
 
 EXPERIMENTS = ("distillation", "teachers", "agreement", "epochs", "ablation", "resolution", "transfer")
 # What `all` at the settings of `Scale()` takes with 3 seeds on this project's 2-core CPU, fresh cache: estimated
-# from the development runs' per-epoch costs (2026-12-02) until the final run measures it.
-FULL_MINUTES = 130.0
+# from the development runs' per-run costs (2026-12-02: the core ~61 minutes, run 20; the ablation's 8 runs a seed
+# at ~500 s each two side by side, run 31, ~100; resolution and transfer ~20) until the final run measures it.
+FULL_MINUTES = 180.0
 
 
 # ----------------------------------------------------------------------------------------------------------------
