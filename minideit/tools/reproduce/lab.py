@@ -50,7 +50,7 @@ class Scale:
     # Table 8's ablation trains on its own, smaller set, longer. A regulariser can only be missed where the model
     # over-fits with the whole recipe on; at 512 images for 300 epochs it was still learning its glyphs and every
     # removal raised top-1, at 256 images the same recipe reaches the edge of memorising and a removal costs
-    # (development.md, runs 24, 26, 29, 30).
+    # (development.md, runs 24, 26, 29-31).
     ablation_samples: int = 256
     ablation_epochs: int = 600
     batch_size: int = 32  # 16 optimiser steps an epoch on 512 images
