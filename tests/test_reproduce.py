@@ -158,7 +158,7 @@ def test_ablation_trains_on_its_own_smaller_set_for_longer(monkeypatch):
         return rlab.Run(name, self.config(**overrides), {"test_acc1": 50.0, "ema_acc1": 50.0}, Path("w"), 1.0)
 
     monkeypatch.setattr(rlab.Lab, "student", student)
-    monkeypatch.setattr(rlab.Lab, "fit", lambda self, run: {recipe.FIT: 90.0})
+    monkeypatch.setattr(rlab.Lab, "fit", lambda self, run: {recipe.FIT_GIVEN: 90.0})
     lab = rlab.Lab("/tmp/unused", "synthetic", "", 100, scale)
     result = recipe.ablation([lab])
     assert len(asked) == 8  # the base (with its EMA), five removals, SGD, the demo recipe
@@ -173,11 +173,12 @@ def test_ablation_trains_on_its_own_smaller_set_for_longer(monkeypatch):
     assert asked[0]["model_ema_decay"] == pytest.approx(1 - 15 / (scale.ablation_epochs * scale.ablation_samples
                                                                   // scale.batch_size))
     assert result["sizes"] == f"{scale.ablation_samples} training images, {scale.ablation_epochs} epochs per run"
-    assert result["tables"]["ablation"][recipe.BASE][recipe.FIT] == [90.0]
+    assert result["tables"]["ablation"][recipe.BASE][recipe.FIT_GIVEN] == [90.0]
     erasing = next(c for c in result["claims"] if "random erasing" in c["claim"])  # a gap of 0: "not shown"
     assert erasing["verdict"] == "not shown" and erasing["why"] == recipe.REASONS["− random erasing"]
     # a row that never left chance is called a failed training, not a smaller accuracy
-    table = {recipe.BASE: {"top-1 (%)": [51.0, 52.0]}, "SGD": {"top-1 (%)": [10.3, 10.6], recipe.FIT: [16.0, 15.0]}}
+    table = {recipe.BASE: {"top-1 (%)": [51.0, 52.0]},
+             "SGD": {"top-1 (%)": [10.3, 10.6], recipe.FIT_GIVEN: [16.0, 15.0]}}
     assert "never left chance (10.4% top-1, 15.5% on its own training labels)" in recipe.failed_run(table, "SGD")
     assert recipe.failed_run(table, recipe.BASE) == ""
     # on CIFAR the ablation trains on every image, for the scale's epochs

@@ -13,7 +13,7 @@ import torch
 
 from minideit import config as config_mod
 from minideit.models import create_model
-from minideit.tools.reproduce.lab import Lab
+from minideit.tools.reproduce.lab import FIT_GIVEN, Lab
 from .common import bars, claim, gap, mean, merge
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -48,11 +48,10 @@ REASONS = {
                           "has 6 blocks, whose drop rates rise only to 0.1, too little depth for this to matter.",
     "− repeated augmentation": "Repeated augmentation was made for large batches: DeiT-B's three copies of an image "
                                "go to three of its 8 GPUs, in one global batch of 1,024. Ours sit in one process's "
-                               "batch of 32.",
+                               "small batch.",
 }
 DEMO_ROW = "demo recipe (none of Table 9's regularisers)"
 CHANCE = 10.0  # top-1 of a guess among the synthetic set's ten classes
-FIT = "train top-1, given labels (%)"
 
 
 def ablation_sizes(lab: Lab) -> dict:
@@ -149,7 +148,7 @@ def failed_run(t: dict, label: str) -> str:
     top1 = mean(t, label, "top-1 (%)")
     if top1 > CHANCE + 5:
         return ""
-    fit = f", {mean(t, label, FIT):.1f}% on its own training labels" if FIT in t[label] else ""
+    fit = f", {mean(t, label, FIT_GIVEN):.1f}% on its own training labels" if FIT_GIVEN in t[label] else ""
     return (f"This run never left chance ({top1:.1f}% top-1{fit}): the ordering holds because training failed, "
             f"not by the smaller accuracy Table 8 reports.")
 
@@ -165,7 +164,7 @@ def ablation_text(lab: Lab) -> str | None:
 def fitted(lab: Lab, run) -> dict:
     """The over-fitting evidence of one run: its top-1 on its own training images, against their given labels."""
     fit = lab.fit(run)
-    return {FIT: fit[FIT]} if FIT in fit else {}
+    return {FIT_GIVEN: fit[FIT_GIVEN]} if FIT_GIVEN in fit else {}
 
 
 # ----------------------------------------------------------------------------------------------------------------
