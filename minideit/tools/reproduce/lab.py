@@ -24,10 +24,9 @@ from minideit.train import DEMO_TEACHER, run
 
 EXPERIMENTS = ("distillation", "teachers", "agreement", "epochs", "ablation", "resolution", "transfer")
 FIT_GIVEN = "train top-1, given labels (%)"  # a table column: `training_fit`'s top-1 against the given labels
-# What `all` at the settings of `Scale()` takes with 3 seeds on this project's 2-core CPU, fresh cache: estimated
-# from the development runs' per-run costs (2026-12-02: the core ~61 minutes, run 20; the ablation's 8 runs a seed
-# at ~500 s each two side by side, run 31, ~100; resolution and transfer ~20) until the final run measures it.
-FULL_MINUTES = 180.0
+# What `all` at the settings of `Scale()` takes with 3 seeds on this project's 2-core CPU, fresh cache: measured by
+# the final run on seeds 0-2 (book/results/README.md: 148 minutes of wall time; the core 37, the ablation ~91).
+FULL_MINUTES = 148.0
 
 
 # ----------------------------------------------------------------------------------------------------------------
