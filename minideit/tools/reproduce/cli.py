@@ -190,7 +190,8 @@ def build_parser() -> argparse.ArgumentParser:
                       description="Reproduce the shape of the paper's tables on small data; writes JSON, Markdown "
                                   "and PNG per experiment.")
     p.add_argument("experiment", help="one of: " + ", ".join(EXPERIMENTS + ("all",)))
-    p.add_argument("--seeds", nargs="+", default=["0", "1", "2"], help="seeds to average over (default 0 1 2)")
+    p.add_argument("--seeds", nargs="+", default=["3", "4", "5"],
+                   help="seeds to average over (default 3 4 5, the book's final seeds: book/results/PROTOCOL.md)")
     p.add_argument("--data-set", dest="data_set", default="synthetic", help="synthetic, cifar10 or cifar100")
     p.add_argument("--data-path", dest="data_path", default="", help="CIFAR folder (python/download_cifar.py)")
     p.add_argument("--out", default="book/results", help="where the JSON/Markdown/PNG go (default book/results)")
@@ -220,7 +221,7 @@ def parse_seeds(raw: list[str]) -> list[int]:
 
 def parse_scale(pairs: list[str]) -> Scale:
     """``["epochs=80", "lr=3e-4"]`` → ``Scale()`` with those fields changed; every number must be positive (a data
-    seed may be 0), and the style one of the synthetic STYLES."""
+    seed and the teachers' regularisers may be 0), and the style one of the synthetic STYLES."""
     fields = {f.name: f.type for f in dataclasses.fields(Scale)}
     changes = {}
     for pair in pairs:
@@ -242,6 +243,10 @@ def parse_scale(pairs: list[str]) -> Scale:
         if name == "data_seed":  # a seed may be 0
             if value < 0:
                 raise ValueError(f"--set {pair}: data_seed must be 0 or more")
+        elif name in ("teacher_mixup", "teacher_cutmix", "teacher_smoothing"):  # 0 turns the regulariser off
+            top = 1.0 if name == "teacher_smoothing" else math.inf  # smoothing 1 would leave no label at all
+            if not (math.isfinite(value) and 0 <= value < top):
+                raise ValueError(f"--set {pair}: {name} must be 0 or more" + (" and below 1" if top == 1 else ""))
         elif not (math.isfinite(value) and value > 0):
             raise ValueError(f"--set {pair}: {name} must be positive")
         if name == "patch_size" and f"deit_nano_patch{value}_32" not in DEIT_CONFIGS:
