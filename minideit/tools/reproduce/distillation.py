@@ -67,7 +67,8 @@ def distillation(labs: list[Lab]) -> dict:
                 intro=f"DeiT-nano students (6 blocks, width 128, patches {patch}×{patch}) trained with the demo "
                       "recipe; "
                       "the teacher is a RegNetY-200MF trained on the same images, one for every seed, as the "
-                      "paper's students all distil from one RegNetY-16GF. The paper column is DeiT-Ti on "
+                      "paper's students all distil from one RegNetY-16GF, with Mixup, CutMix and label smoothing so "
+                      "that it does not learn the random labels by heart. The paper column is DeiT-Ti on "
                       "ImageNet (300 epochs). The train columns read the training images without augmentation: "
                       "far above the validation top-1 is over-fitting, and against the given labels (30% of "
                       "them random) they show how much of the label noise a model memorised.",
