@@ -216,7 +216,8 @@ def test_the_teacher_is_trained_not_to_learn_the_random_labels_by_heart(monkeypa
     plain = rlab.Lab(tmp_path, "synthetic", "", 3, cli.parse_scale(["teacher_mixup=0", "teacher_cutmix=0",
                                                                     "teacher_smoothing=0"]))
     plain.teacher(epochs=100)
-    assert (trained[1][1].epochs, trained[1][1].mixup, trained[1][1].cutmix, trained[1][1].smoothing) == (100, 0, 0, 0)
+    _, off = trained[1]
+    assert (off.epochs, off.mixup, off.cutmix, off.smoothing) == (100, 0, 0, 0)
 
 
 def test_every_seed_trains_on_the_same_images(monkeypatch):
