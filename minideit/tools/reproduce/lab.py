@@ -25,10 +25,9 @@ from minideit.train import DEMO_TEACHER, run
 EXPERIMENTS = ("distillation", "teachers", "agreement", "epochs", "ablation", "resolution", "transfer")
 FIT_GIVEN = "train top-1, given labels (%)"  # a table column: `training_fit`'s top-1 against the given labels
 # What `all` at the settings of `Scale()` takes with 3 seeds on this project's 2-core CPU, fresh cache: measured by
-# the final run on seeds 0-2 (book/results/README.md: 148 minutes of wall time; the core 37, the ablation ~91). Its
-# teachers trained 100 + 50 epochs; the amended ones, 200 + 100 with Mixup, took 16 minutes before the seeds started
-# in the second final run (PROTOCOL.md, Amendment 1), whose whole time replaces this figure once it is measured.
-FULL_MINUTES = 148.0
+# the second final run on seeds 3-5 (book/results/README.md: 176 minutes of wall time, of which the shared teachers 15,
+# the core with them 52, the ablation ~105; about 174 without its one interruption).
+FULL_MINUTES = 176.0
 
 
 # ----------------------------------------------------------------------------------------------------------------
