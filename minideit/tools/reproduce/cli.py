@@ -24,7 +24,8 @@ import torch
 from minideit import config as config_mod
 from minideit.models import DEIT_CONFIGS
 from minideit.tools.reproduce import distillation, recipe
-from minideit.tools.reproduce.lab import EXPERIMENTS, FULL_MINUTES, Lab, Scale, scale_for
+from minideit.tools.reproduce.lab import (EXPERIMENTS, FULL_MINUTES, Lab, Scale, budget_fraction,
+                                          predicted_minutes, scale_for)
 
 # Each experiment takes one Lab per seed and returns its tables, claims and a plot function (see write_outputs).
 RUNNERS = {"distillation": distillation.distillation, "teachers": distillation.teachers,
@@ -283,7 +284,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {e}", file=sys.stderr)
         return 2
     # The budget is for what was asked: one experiment alone may use about a seventh of the whole suite's time.
-    scale = scale_for(None if args.budget is None else args.budget * len(EXPERIMENTS) / len(names), len(seeds), base)
+    suite_budget = None if args.budget is None else args.budget * len(EXPERIMENTS) / len(names)
+    scale = scale_for(suite_budget, len(seeds), base)
+    if suite_budget is not None:
+        print(budget_line(args.budget, suite_budget, len(seeds), len(names), scale), flush=True)
     labs = [Lab(Path(args.cache), args.data_set, args.data_path, s, scale) for s in seeds]
     t_start = time.perf_counter()
     jobs = args.jobs or (1 if torch.cuda.is_available() else len(seeds))
@@ -306,6 +310,22 @@ def main(argv: list[str] | None = None) -> int:
     if len(names) > 1:
         write_readme(Path(args.out), args.experiment, seeds, timings, verdicts, used, wall)
     return 0
+
+
+def budget_line(budget: float, suite_budget: float, num_seeds: int, num_names: int, scale: Scale) -> str:
+    """What --budget-minutes did to the runs, and the minutes that predicts; where the budget is below what the
+    fixed costs alone take, it says so (the runs are then as short as they go, and take longer than asked)."""
+    fraction = budget_fraction(suite_budget, num_seeds)
+    share = num_names / len(EXPERIMENTS)
+    lengths = (f"students {scale.epochs} epochs, teachers {scale.teacher_epochs}, Table 8 {scale.ablation_epochs}, "
+               f"fine-tunes {scale.finetune_epochs}")
+    if fraction == 0:
+        floor = predicted_minutes(0, num_seeds) * share
+        return (f"note: --budget-minutes {budget:g} is below the ~{floor:.0f} minutes this takes before any "
+                f"training (building data, scoring validation images, starting processes) with {num_seeds} seeds on "
+                f"a 2-core CPU; running the shortest settings ({lengths}).")
+    return (f"--budget-minutes {budget:g}: every run's epochs cut to {fraction:.2f} of the full settings ({lengths}); "
+            f"predicted ~{predicted_minutes(fraction, num_seeds) * share:.0f} minutes on a 2-core CPU.")
 
 
 def agreeing(verdicts: list[str]) -> int:

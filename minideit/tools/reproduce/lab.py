@@ -28,6 +28,12 @@ FIT_GIVEN = "train top-1, given labels (%)"  # a table column: `training_fit`'s 
 # the second final run on seeds 3-5 (book/results/README.md: 176 minutes of wall time, of which the shared teachers 15,
 # the core with them 52, the ablation ~105; about 174 without its one interruption).
 FULL_MINUTES = 176.0
+# A second measurement, of the same `all` with every run's epochs cut to 0.34 of Scale()'s (students 34, teachers 68,
+# Table 8 204): 66.2 minutes (book/results/hour, made before `scale_for` knew of fixed costs). Through the two points
+# runs a line, minutes = FIXED + (FULL - FIXED) * fraction: FIXED is what does not shrink with the epochs (building
+# the data, scoring 10,000 validation images per run, starting processes), about 10 minutes for 3 seeds.
+SHORT_FRACTION, SHORT_MINUTES = 0.34, 66.2
+FIXED_MINUTES = (SHORT_MINUTES - SHORT_FRACTION * FULL_MINUTES) / (1 - SHORT_FRACTION)
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -80,17 +86,30 @@ class Scale:
     data_seed: int = 1
 
 
+def predicted_minutes(fraction: float, num_seeds: int) -> float:
+    """Wall minutes of ``all`` on a 2-core CPU like ours, fresh cache, with every run's epochs cut to ``fraction`` of
+    ``Scale()``'s: the line through the two measurements above, for 3 seeds, and in proportion for other counts."""
+    return num_seeds / 3 * (FIXED_MINUTES + (FULL_MINUTES - FIXED_MINUTES) * fraction)
+
+
+def budget_fraction(budget_minutes: float, num_seeds: int) -> float:
+    """The largest fraction of the epochs (at most 1) whose ``predicted_minutes`` fit the budget; 0 where even the
+    fixed costs do not (the runs then take the shortest lengths ``scale_for`` allows)."""
+    per_three_seeds = budget_minutes * 3 / num_seeds
+    return min(1.0, max(0.0, (per_three_seeds - FIXED_MINUTES) / (FULL_MINUTES - FIXED_MINUTES)))
+
+
 def scale_for(budget_minutes: float | None, num_seeds: int, full: Scale | None = None) -> Scale:
     """``full`` (default ``Scale()``), or, given ``budget_minutes``, shrunk (never grown) so that ``num_seeds`` seeds
-    of the whole suite fit in it on a CPU like ours. Training time is about proportional to the epochs, so the epochs
-    shrink by the ratio of the budget to ``FULL_MINUTES``, rounded down so that the budget is not overrun."""
+    of the whole suite fit in it on a CPU like ours. The epochs shrink by ``budget_fraction``, which leaves the
+    fixed costs their share, and are rounded down so that the budget is not overrun."""
     if config_mod.smoke():
         return Scale(num_samples=64, epochs=1, teacher_epochs=1, finetune_epochs=1, transfer_samples=64,
                      ablation_samples=64, ablation_epochs=1, batch_size=32)
     full = full or Scale()
     if budget_minutes is None:
         return full
-    factor = min(1.0, budget_minutes / FULL_MINUTES * 3 / num_seeds)
+    factor = budget_fraction(budget_minutes, num_seeds)
     return dataclasses.replace(full, epochs=max(2, math.floor(full.epochs * factor)),
                                teacher_epochs=max(2, math.floor(full.teacher_epochs * factor)),
                                ablation_epochs=max(2, math.floor(full.ablation_epochs * factor)),
