@@ -308,7 +308,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{name}: {timings[name] / 60:.1f} min of training → {Path(args.out) / name}.md", flush=True)
     wall = time.perf_counter() - t_start
     if len(names) > 1:
-        write_readme(Path(args.out), args.experiment, seeds, timings, verdicts, used, wall)
+        command = args.experiment + ("" if args.budget is None else f" --budget-minutes {args.budget:g}")
+        write_readme(Path(args.out), command, seeds, timings, verdicts, used, wall)
     return 0
 
 

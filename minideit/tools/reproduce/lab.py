@@ -29,9 +29,9 @@ FIT_GIVEN = "train top-1, given labels (%)"  # a table column: `training_fit`'s 
 # the core with them 52, the ablation ~105; about 174 without its one interruption).
 FULL_MINUTES = 176.0
 # A second measurement, of the same `all` with every run's epochs cut to 0.34 of Scale()'s (students 34, teachers 68,
-# Table 8 204): 66.2 minutes (book/results/hour, made before `scale_for` knew of fixed costs). Through the two points
-# runs a line, minutes = FIXED + (FULL - FIXED) * fraction: FIXED is what does not shrink with the epochs (building
-# the data, scoring 10,000 validation images per run, starting processes), about 10 minutes for 3 seeds.
+# Table 8 204): 66.2 minutes (the first book/results/hour, made before `scale_for` knew of fixed costs). Through the
+# two points runs a line, minutes = FIXED + (FULL - FIXED) * fraction: FIXED is what does not shrink with the epochs
+# (building the data, scoring 10,000 validation images per run, starting processes), about 10 minutes for 3 seeds.
 SHORT_FRACTION, SHORT_MINUTES = 0.34, 66.2
 FIXED_MINUTES = (SHORT_MINUTES - SHORT_FRACTION * FULL_MINUTES) / (1 - SHORT_FRACTION)
 
