@@ -62,17 +62,21 @@ def default_threads(cpus: int, num_workers: int = 0) -> int:
     return max(1, cpus - num_workers)
 
 
-def set_threads(threads: int | None = None, num_workers: int = 0) -> int:
-    """Set torch's intra-op threads: ``threads`` if given (the ``--threads`` flag), else :func:`default_threads`.
-
-    Returns the number set. An explicit ``OMP_NUM_THREADS`` in the environment counts as the user's choice too.
-    """
+def choose_threads(threads: int | None = None, num_workers: int = 0) -> int:
+    """The intra-op thread count :func:`set_threads` sets: ``threads`` if given (the ``--threads`` flag), else an
+    explicit ``OMP_NUM_THREADS`` in the environment (the user's choice too), else :func:`default_threads`."""
     if threads is not None and threads < 1:
         raise ValueError(f"--threads must be >= 1, got {threads}")
     if threads is None and os.environ.get("OMP_NUM_THREADS", "").isdigit():
         threads = int(os.environ["OMP_NUM_THREADS"])
     if threads is None:
         threads = default_threads(available_cpus(), num_workers)
+    return threads
+
+
+def set_threads(threads: int | None = None, num_workers: int = 0) -> int:
+    """Set torch's intra-op threads to :func:`choose_threads`' count. Returns the number set."""
+    threads = choose_threads(threads, num_workers)
     import torch  # here, not at the top: minideit/__init__.py imports this module before torch is loaded
     torch.set_num_threads(threads)
     return threads

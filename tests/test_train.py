@@ -1,7 +1,7 @@
 """python -m minideit.train end to end on tiny data: presets, exact resume, two processes, NaN, bad input, demo."""
 import json
-import re
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -158,8 +158,28 @@ def test_demo_in_smoke_mode_trains_teacher_then_student(tmp_path, capsys):
     assert (tmp_path / "demo" / "checkpoint.pth").is_file()
     for row in ("teacher (regnety_002)", "student class head", "student distillation head", "student joint"):
         assert row in stdout
+    assert "teacher answers: " in stdout and (tmp_path / "demo" / "teacher" / "answers.pt").is_file()
+    first = read_log(tmp_path / "demo")
     code, stdout, err = run_cli(["--demo", "--output-dir", tmp_path / "demo"], capsys)  # the teacher is reused
     assert code == 0 and "reusing the teacher" in stdout
+    # ... and so are its answers: the same seed draws the same batches, so none goes through the teacher again,
+    # and the student learns exactly what it learnt from the teacher itself
+    assert re.search(r"teacher answers: (\d+) of \1 batches read", stdout), stdout
+    again = read_log(tmp_path / "demo")
+    assert [e["train_loss"] for e in again[-len(first):]] == [e["train_loss"] for e in first], (first, again)
+
+
+def test_demo_teacher_worker_changes_nothing_but_speed(tmp_path, capsys):
+    """run_demo gives the teacher one loader worker for speed; the weights must be those of a run without it."""
+    weights = {}
+    for workers in ("0", "1"):
+        out = tmp_path / f"w{workers}"
+        code, _, err = run_cli(synthetic_args(out, "--model", "regnety_002", "--distillation-type", "none",
+                                              "--epochs", "1", "--num-workers", workers, "--threads", "1"), capsys)
+        assert code == 0, err
+        weights[workers] = torch.load(out / "checkpoint.pth", weights_only=False)["model"]
+    assert weights["0"].keys() == weights["1"].keys()
+    assert all(torch.equal(weights["0"][k], weights["1"][k]) for k in weights["0"])
 
 
 def test_two_processes_with_gloo(tmp_path):
