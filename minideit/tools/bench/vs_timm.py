@@ -11,9 +11,9 @@ The cases (``--case``; all fp32, on the CPU unless ``--device`` says otherwise):
 - ``deit-ti-step``: DeiT-Ti⚗ training step, 224 px, batch 16, stochastic depth 0.1, AdamW, the two heads'
   cross-entropies averaged (timm's model with ``set_distilled_training(True)``).
 - ``regnety-4gf-forward``: RegNetY-4GF (``regnety_040``) inference, 224 px, batch 16.
-- ``nano-step`` and ``teacher-step``: the demo's student (DeiT-nano⚗, patch 4, 32 px, 10 classes, no stochastic
-  depth, as in the demo preset) and teacher (``regnety_002`` with the stride-1 stem, 10 classes) training steps at
-  32 px, batch 64.
+- ``nano-step`` and ``teacher-step``: DeiT-nano⚗ with 4×4 patches (32 px, 10 classes, no stochastic depth: the
+  demo's student until it moved to 8×8 patches, and notebooks 06-07's) and the demo's teacher (``regnety_002`` with
+  the stride-1 stem, 10 classes) training steps at 32 px, batch 64.
 
 timm is not a dependency of minideit: where it cannot be imported, one line says so and ours run alone.
 
@@ -55,7 +55,7 @@ class Case:
 CASES = {c.name: c for c in (
     Case("deit-ti-step", "deit_tiny_distilled_patch16_224", True, 224, 16, drop_path_rate=0.1),
     Case("regnety-4gf-forward", "regnety_040", False, 224, 16),
-    Case("nano-step", "deit_nano_distilled_patch4_32", True, 32, 64, num_classes=10),  # the demo: no drop path
+    Case("nano-step", "deit_nano_distilled_patch4_32", True, 32, 64, num_classes=10),  # as the demo: no drop path
     Case("teacher-step", "regnety_002", True, 32, 64, num_classes=10, overrides=(("stem_stride", 1),)),
 )}
 
