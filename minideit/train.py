@@ -927,7 +927,8 @@ def run_demo(cfg: TrainConfig) -> dict:
         teacher_cfg.epochs = cfg.epochs
     # Speed only, the same teacher: regnety_002's small grouped convolutions leave the cores idle part of each step,
     # and one loader worker preparing the next batch beside the threads a run without workers would use fills that
-    # time (2-core CPU: 197 -> 238-255 img/s). The loader's draws depend on the seed, epoch and image, not on the
+    # time (2-core CPU: a teacher epoch as a whole process 0.92x the time, median of three interleaved pairs;
+    # book/results/development.md, run 40). The loader's draws depend on the seed, epoch and image, not on the
     # worker count, so the weights are those of a run without the worker (the notebooks train it without one).
     teacher_cfg.num_workers, teacher_cfg.threads = 1, choose_threads(cfg.threads or None, num_workers=0)
     previous = out / "teacher" / "checkpoint.pth"
@@ -941,8 +942,8 @@ def run_demo(cfg: TrainConfig) -> dict:
     teacher_stats = run(teacher_cfg)
     print(f"demo 2/2: training the student {cfg.model} with {cfg.distillation_type} distillation")
     # Speed only, the same student: the teacher's answers are kept by batch (teacher_cache.py), so the validation
-    # images, the same every epoch, go through the teacher once instead of ten times (~13 s of the demo on 2 cores),
-    # and a second demo with this teacher reads every training batch's answers back too.
+    # images, the same every epoch, go through the teacher once instead of ten times (the teacher reads 1,000 images
+    # in a second or two), and a second demo with this teacher reads every training batch's answers back too.
     student_cfg = dataclasses.replace(cfg, teacher_path=str(previous),
                                       teacher_cache=cfg.teacher_cache or str(out / "teacher" / "answers.pt"))
     student = run(student_cfg)
