@@ -930,7 +930,8 @@ def run_demo(cfg: TrainConfig) -> dict:
     # time (2-core CPU: a teacher epoch as a whole process 0.92x the time, median of three interleaved pairs;
     # book/results/development.md, run 40). The loader's draws depend on the seed, epoch and image, not on the
     # worker count, so the weights are those of a run without the worker (the notebooks train it without one).
-    teacher_cfg.num_workers, teacher_cfg.threads = 1, choose_threads(cfg.threads or None, num_workers=0)
+    # (A bad --threads is passed on as it is, for run()'s checks to refuse with one line.)
+    teacher_cfg.num_workers, teacher_cfg.threads = 1, cfg.threads or choose_threads(None, num_workers=0)
     previous = out / "teacher" / "checkpoint.pth"
     if previous.is_file():  # an unfinished teacher with the same settings is resumed by resume="auto"
         same = trained_with(previous, teacher_cfg)

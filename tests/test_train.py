@@ -169,6 +169,12 @@ def test_demo_in_smoke_mode_trains_teacher_then_student(tmp_path, capsys):
     assert [e["train_loss"] for e in again[-len(first):]] == [e["train_loss"] for e in first], (first, again)
 
 
+def test_demo_refuses_a_bad_thread_count_with_one_line(tmp_path, capsys):
+    code, _, err = run_cli(["--demo", "--threads", "-1", "--output-dir", tmp_path / "demo"], capsys)
+    assert code == 2 and err.strip().splitlines() == ["error: --threads must be >= 0, got -1"], err
+    assert not (tmp_path / "demo" / "teacher" / "checkpoint.pth").exists()
+
+
 def test_demo_teacher_worker_changes_nothing_but_speed(tmp_path, capsys):
     """run_demo gives the teacher one loader worker for speed; the weights must be those of a run without it."""
     weights = {}
