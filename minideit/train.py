@@ -35,7 +35,8 @@ from .checkpoint import (link_atomic, load_training_checkpoint, payload_checksum
 from .config import TrainConfig
 from .curves import write_curves
 from .data.datasets import UnreadableDataError
-from .distributed import DistInfo, all_gather_object, all_reduce_max, barrier, cleanup, init_distributed
+from .distributed import (DistInfo, all_gather_object, all_reduce_max, barrier, cleanup, init_distributed,
+                          resolve_device)
 from .engine import EpochTotals, NonFiniteLossError, evaluate, train_one_epoch
 from .losses import DistillationLoss, LabelSmoothingCrossEntropy, SoftTargetCrossEntropy
 from .models import DEIT_CONFIGS, check_model_name, create_model
@@ -942,11 +943,14 @@ def run_demo(cfg: TrainConfig) -> dict:
     print(f"demo 1/2: training the teacher {teacher_cfg.model} on {cfg.data_set} data")
     teacher_stats = run(teacher_cfg)
     print(f"demo 2/2: training the student {cfg.model} with {cfg.distillation_type} distillation")
-    # Speed only, the same student: the teacher's answers are kept by batch (teacher_cache.py), so the validation
-    # images, the same every epoch, go through the teacher once instead of ten times (the teacher reads 1,000 images
-    # in a second or two), and a second demo with this teacher reads every training batch's answers back too.
-    student_cfg = dataclasses.replace(cfg, teacher_path=str(previous),
-                                      teacher_cache=cfg.teacher_cache or str(out / "teacher" / "answers.pt"))
+    # Speed only, the same student: on a CPU the teacher's answers are kept by batch (teacher_cache.py), so the
+    # validation images, the same every epoch, go through the teacher once instead of ten times (the teacher reads
+    # 1,000 images in a second or two), and a second demo with this teacher reads every training batch's answers back
+    # too. Not on a GPU: there each batch would be copied to the host to be hashed, a sync a step, to save a forward
+    # pass that costs little. (The teacher's run above has already checked --device.)
+    on_cpu = resolve_device(cfg.device).type == "cpu"
+    answers = cfg.teacher_cache or (str(out / "teacher" / "answers.pt") if on_cpu else "")
+    student_cfg = dataclasses.replace(cfg, teacher_path=str(previous), teacher_cache=answers)
     student = run(student_cfg)
     rows = {f"teacher ({teacher_cfg.model})": {"acc1": teacher_stats["test_acc1"], "acc5": teacher_stats["test_acc5"]}}
     for head, label in (("cls", "class head"), ("dist", "distillation head"), ("", "joint (cls+dist)/2")):
