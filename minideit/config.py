@@ -38,6 +38,7 @@ class TrainConfig:
     model_overrides: dict = field(default_factory=dict)  # extra create_model arguments, e.g. {"stem_stride": 1}
     input_size: int = 224
     drop_path: float = 0.1
+    attn_init_std: float = 0.02  # std of a DeiT's q/k/v projections at initialisation (official 0.02; vit.py)
     pretrained: bool = False  # start from / evaluate the official weights of --model
     finetune: str = ""  # checkpoint to start from (another resolution or class count is fine)
     # data
@@ -151,6 +152,9 @@ def _add_flags(p: argparse.ArgumentParser) -> None:
     add("--input-size", "--input_size", dest="input_size", type=int, help="image side in pixels")
     add("--drop-path", "--drop_path", dest="drop_path", type=float,
         help="stochastic depth rate of the last block, in [0, 1) (Table 9: 0.1)")
+    add("--attn-init-std", dest="attn_init_std", type=float,
+        help="std of a DeiT's q/k/v projections at initialisation (official 0.02; 0.05 gives a width-128 DeiT the "
+             "attention spread DeiT-B starts with)")
     add("--pretrained", action="store_true", help="start from / evaluate the official weights of --model")
     add("--finetune", help="checkpoint path, URL or official name to start from; another input size or class count "
                            "is fine (position embeddings are resized, new heads created)")

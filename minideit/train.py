@@ -98,7 +98,7 @@ RANGES = [
     ("save_every_steps", 0, None, True, None), ("max_nonfinite", 0, None, True, None),
     ("global_batch_size", 0, None, True, None), ("num_samples", 0, None, True, None),
     ("val_samples", 0, None, True, None),
-    ("input_size", 1, None, True, None), ("threads", 0, None, True, None), ("data_seed", -1, None, True, None),
+    ("input_size", 1, None, True, None), ("attn_init_std", 0, None, False, None), ("threads", 0, None, True, None), ("data_seed", -1, None, True, None),
 ]
 
 
@@ -140,6 +140,9 @@ def validate(cfg: TrainConfig, world_size: int) -> None:
         p = DEIT_CONFIGS[cfg.model].patch_size
         raise UsageError(f"--input-size {cfg.input_size} is not divisible by the patch size {p} of {cfg.model}; "
                          f"use a multiple of {p} such as {round(cfg.input_size / p) * p or p}")
+    if cfg.attn_init_std != TrainConfig.attn_init_std and cfg.model not in DEIT_CONFIGS:
+        raise UsageError(f"--attn-init-std sets a DeiT's attention at initialisation; {cfg.model} has none "
+                         f"(leave it at {TrainConfig.attn_init_std} or pick a deit_* --model)")
     if cfg.global_batch_size:
         per_step = cfg.batch_size * world_size
         if cfg.global_batch_size % per_step:
@@ -399,6 +402,7 @@ def build_student(cfg: TrainConfig, num_classes: int, device: torch.device) -> n
     kwargs = model_overrides(cfg.model, cfg.input_size, cfg.model_overrides)
     if cfg.model in DEIT_CONFIGS:
         kwargs["img_size"] = cfg.input_size
+        kwargs.setdefault("attn_init_std", cfg.attn_init_std)
     model = create_model(cfg.model, num_classes=num_classes, drop_path_rate=cfg.drop_path, **kwargs)
     if hasattr(model, "set_fused_attention"):
         model.set_fused_attention(cfg.fused_attn)
@@ -923,6 +927,7 @@ def trained_with(path: str | Path, cfg: TrainConfig, keys: tuple[str, ...] = REU
 def run_demo(cfg: TrainConfig) -> dict:
     out = Path(cfg.output_dir)
     teacher_cfg = dataclasses.replace(cfg, model=cfg.teacher_model, distillation_type="none", teacher_path="",
+                                      attn_init_std=TrainConfig.attn_init_std,  # a DeiT setting; the teacher has none
                                       output_dir=str(out / "teacher"), resume="auto", **DEMO_TEACHER)
     if config_mod.smoke():
         teacher_cfg.epochs = cfg.epochs

@@ -209,8 +209,10 @@ class VisionTransformer(nn.Module):
 
     def __init__(self, img_size: int = 224, patch_size: int = 16, in_chans: int = 3, num_classes: int = 1000,
                  embed_dim: int = 768, depth: int = 12, num_heads: int = 12, mlp_ratio: float = 4.0,
-                 qkv_bias: bool = True, distilled: bool = False, drop_path_rate: float = 0.0):
+                 qkv_bias: bool = True, distilled: bool = False, drop_path_rate: float = 0.0,
+                 attn_init_std: float = 0.02):
         super().__init__()
+        self.attn_init_std = attn_init_std  # std of the q/k/v projections at initialisation (see init_weights)
         self.num_classes = num_classes
         self.embed_dim = embed_dim
         self.distilled = distilled
@@ -236,13 +238,22 @@ class VisionTransformer(nn.Module):
         The official code calls timm's ``trunc_normal_(std=.02)``, whose cut-off is ±2 in *absolute* value, i.e.
         100 standard deviations: in effect a plain normal. We follow it. LayerNorms start at weight 1, bias 0; the
         patch convolution keeps PyTorch's default initialisation, as in the official code.
+
+        ``attn_init_std`` (default 0.02, the official value) sets the std of the q/k/v projections alone. Why it is
+        there: an attention logit is a q·k product, so its spread at initialisation grows with the square of that std
+        times the width: with 0.02, DeiT-B's logits start with a std of about 0.3, a width-128 DeiT-nano's about 0.05,
+        so uniform that its class token can average all patches for many epochs before it learns where to look
+        (book/results/development.md, runs 41–42). 0.05 gives DeiT-nano DeiT-B's starting spread. Every other draw is
+        the same, in the same order, whatever this value.
         """
         for p in (self.pos_embed, self.cls_token, self.dist_token):
             if p is not None:
                 nn.init.trunc_normal_(p, std=0.02, a=-2.0, b=2.0)
+        qkv = {id(block.attn.qkv) for block in self.blocks}
         for m in self.modules():
             if isinstance(m, nn.Linear):
-                nn.init.trunc_normal_(m.weight, std=0.02, a=-2.0, b=2.0)
+                std = self.attn_init_std if id(m) in qkv else 0.02
+                nn.init.trunc_normal_(m.weight, std=std, a=-2.0, b=2.0)
                 nn.init.zeros_(m.bias)
             elif isinstance(m, nn.LayerNorm):
                 nn.init.ones_(m.weight)

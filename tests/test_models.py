@@ -126,6 +126,55 @@ def test_initialisation_follows_the_paper():
     assert model.blocks[0].norm1.eps == 1e-6
 
 
+def test_attention_init_std_scales_the_qkv_draws_and_nothing_else():
+    # The same random draws in the same order, only q/k/v's scaled: the default stays the official initialisation
+    # (and every run recorded before the option existed), and 0.05 widens the attention alone.
+    torch.manual_seed(0)
+    official = create_model("deit_nano_patch8_32", num_classes=10).state_dict()
+    torch.manual_seed(0)
+    wide = create_model("deit_nano_patch8_32", num_classes=10, attn_init_std=0.05).state_dict()
+    for name, value in official.items():
+        if name.endswith("attn.qkv.weight"):
+            torch.testing.assert_close(wide[name], value * 2.5)
+        else:
+            assert torch.equal(wide[name], value), name
+    assert abs(official["blocks.0.attn.qkv.weight"].std().item() - 0.02) < 0.001
+
+
+def test_default_initialisation_is_the_official_procedure_draw_for_draw():
+    # The official procedure (timm's trunc_normal_(std=.02) on the tokens, then on every Linear in module order),
+    # written out here: the default init_weights must make exactly these draws, so that adding attn_init_std
+    # changed no run made before it.
+    def official_init(model):
+        for p in (model.pos_embed, model.cls_token, model.dist_token):
+            if p is not None:
+                torch.nn.init.trunc_normal_(p, std=0.02, a=-2.0, b=2.0)
+        for m in model.modules():
+            if isinstance(m, torch.nn.Linear):
+                torch.nn.init.trunc_normal_(m.weight, std=0.02, a=-2.0, b=2.0)
+                torch.nn.init.zeros_(m.bias)
+
+    model = create_model("deit_nano_distilled_patch8_32", num_classes=10)
+    torch.manual_seed(1)
+    model.init_weights()
+    ours = {k: v.clone() for k, v in model.state_dict().items()}
+    torch.manual_seed(1)
+    official_init(model)
+    for name, value in model.state_dict().items():
+        assert torch.equal(ours[name], value), name
+
+
+def test_attention_init_std_reaches_the_student_from_the_command_line(tmp_path):
+    from minideit.config import resolve
+    from minideit.train import build_student
+    cfg = resolve(["--model", "deit_nano_patch8_32", "--data-set", "synthetic", "--input-size", "32",
+                        "--attn-init-std", "0.05", "--output-dir", str(tmp_path)])
+    torch.manual_seed(0)
+    model = build_student(cfg, 10, torch.device("cpu"))
+    assert model.attn_init_std == 0.05
+    assert abs(model.blocks[0].attn.qkv.weight.std().item() - 0.05) < 0.003
+
+
 def test_position_embedding_resize_keeps_prefix_and_interpolates_the_grid():
     prefix = torch.randn(1, 2, 8)
     grid = torch.arange(16.0).reshape(1, 4, 4, 1).expand(1, 4, 4, 8).reshape(1, 16, 8)

@@ -326,6 +326,8 @@ def bad_input_cases(tmp, fake):
         "global batch": ([*base, "--batch-size", "4", "--global-batch-size", "10"], "not divisible"),
         "resume missing": ([*base, "--resume", tmp / "nope.pth"], "does not exist"),
         "resume junk": ([*base, "--resume", junk], "checkpoint"),
+        "attention init": ([*base, "--attn-init-std", "0"], "--attn-init-std must be > 0"),
+        "attention init of a convnet": ([*base, "--model", "regnety_002", "--attn-init-std", "0.05"], "has none"),
         "unknown teacher": ([*base, "--distillation-type", "hard", "--teacher-model", "regnet_160",
                              "--teacher-path", junk], "regnety_160"),
     }
