@@ -175,6 +175,18 @@ def test_attention_init_std_reaches_the_student_from_the_command_line(tmp_path):
     assert abs(model.blocks[0].attn.qkv.weight.std().item() - 0.05) < 0.003
 
 
+def test_the_demo_preset_widens_its_deit_students_attention_and_nothing_else():
+    """The demo starts its DeiT's q/k/v at 0.05 (development.md, run 42); a convnet picked with --model, which has no
+    attention, keeps the default instead of being refused for a value the user never typed."""
+    from minideit.config import TrainConfig, resolve
+    assert resolve(["--demo"]).attn_init_std == 0.05
+    assert resolve(["--demo", "--model", "deit_tiny_patch4_32"]).attn_init_std == 0.05
+    assert resolve(["--demo", "--model", "regnety_002"]).attn_init_std == TrainConfig.attn_init_std
+    assert resolve(["--demo", "--attn-init-std", "0.03"]).attn_init_std == 0.03
+    # typed by the user for a convnet, it is kept, and run() refuses it with one line (test_train.py)
+    assert resolve(["--demo", "--model", "regnety_002", "--attn-init-std", "0.05"]).attn_init_std == 0.05
+
+
 def test_position_embedding_resize_keeps_prefix_and_interpolates_the_grid():
     prefix = torch.randn(1, 2, 8)
     grid = torch.arange(16.0).reshape(1, 4, 4, 1).expand(1, 4, 4, 8).reshape(1, 16, 8)

@@ -133,6 +133,16 @@ def test_cached_run_is_not_trained_again(tmp_path, monkeypatch):
     assert rlab.config_hash(lab.config(epochs=2)) != rlab.config_hash(lab.config(epochs=1))
 
 
+def test_a_cache_made_before_a_setting_existed_is_still_found(monkeypatch):
+    """Adding attn_init_std must not change the hash of a run at its default: these are the hashes of the same
+    configurations under the code before the setting existed (commit 9fc1543), under which caches were filled."""
+    monkeypatch.delenv("MINIDEIT_SMOKE", raising=False)
+    lab = rlab.Lab(Path("/nonexistent"), "synthetic", "", 3, rlab.Scale(), log=lambda *_: None)
+    assert rlab.config_hash(lab.config()) == "deb60d8a"
+    assert rlab.config_hash(lab.config(model="regnety_002", epochs=200)) == "5a3d6815"
+    assert rlab.config_hash(lab.config(attn_init_std=0.05)) != "deb60d8a"
+
+
 def test_budget_shrinks_but_never_grows_the_runs(monkeypatch):
     monkeypatch.delenv("MINIDEIT_SMOKE", raising=False)
     full = rlab.Scale()

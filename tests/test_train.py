@@ -159,6 +159,10 @@ def test_demo_in_smoke_mode_trains_teacher_then_student(tmp_path, capsys):
     for row in ("teacher (regnety_002)", "student class head", "student distillation head", "student joint"):
         assert row in stdout
     assert "teacher answers: " in stdout and (tmp_path / "demo" / "teacher" / "answers.pt").is_file()
+    # the student's q/k/v start at the demo's 0.05 (development.md, run 42); the teacher, a convnet, at the default
+    args = {who: torch.load(tmp_path / "demo" / where / "checkpoint.pth", weights_only=False)["args"]
+            for who, where in (("student", "."), ("teacher", "teacher"))}
+    assert (args["student"]["attn_init_std"], args["teacher"]["attn_init_std"]) == (0.05, 0.02)
     first = read_log(tmp_path / "demo")
     code, stdout, err = run_cli(["--demo", "--output-dir", tmp_path / "demo"], capsys)  # the teacher is reused
     assert code == 0 and "reusing the teacher" in stdout
@@ -359,7 +363,7 @@ def test_trained_with_reuses_only_a_run_with_the_same_settings(tmp_path):
     path = tmp_path / "checkpoint.pth"
     assert not trained_with(path, cfg)  # no file yet
     args = {k: getattr(cfg, k) for k in ("model", "epochs", "seed", "num_samples", "batch_size", "data_set",
-                                         "input_size", "lr")}
+                                         "input_size", "lr", "attn_init_std")}
     torch.save({"model": {}, "args": args, "epoch": cfg.epochs - 2}, path)
     assert trained_with(path, cfg)
     assert not trained_with(path, cfg, finished=True)  # one epoch short
@@ -369,6 +373,7 @@ def test_trained_with_reuses_only_a_run_with_the_same_settings(tmp_path):
     assert not trained_with(path, other)
     assert trained_with(path, other, keys=("model", "epochs"))
     # a teacher drawn from other synthetic images is not the one asked for (the checkpoint above predates the
-    # two settings, so it counts as the defaults: standard images drawn from --seed)
-    for change in ({"synthetic_style": "clear"}, {"data_seed": 7}):
+    # two settings, so it counts as the defaults: standard images drawn from --seed), nor a student whose q/k/v
+    # started at another std
+    for change in ({"synthetic_style": "clear"}, {"data_seed": 7}, {"attn_init_std": 0.02}):
         assert not trained_with(path, TrainConfig(**{**PRESETS["demo"], **change})), change

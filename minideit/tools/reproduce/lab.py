@@ -174,6 +174,7 @@ class Lab:
             data_seed=s.data_seed if self.data_set == "synthetic" else -1,
             warmup_epochs=max(min(1, epochs - 1), epochs // 10),  # the demo's one epoch, a tenth of longer runs
             model=self.nano, distillation_type="none", teacher_path="", num_workers=0,
+            attn_init_std=TrainConfig.attn_init_std,  # the official 0.02 the tables were run with (the demo: 0.05)
             log_every=10 ** 6, resume="auto", eval_every=epochs)  # only the last epoch is reported
         return dataclasses.replace(cfg, **overrides)
 
@@ -295,6 +296,11 @@ def training_fit(cfg: TrainConfig, weights: Path) -> dict:
 def config_hash(cfg: TrainConfig) -> str:
     """8 hex digits of the configuration; paths of teachers/checkpoints count by their run folder's name."""
     d = config_mod.to_dict(cfg)
+    # A setting added after runs were cached leaves the hash of a run at its default as it was, so that a cache made
+    # before it is still found (a run at another value gets a hash of its own)
+    for key, default in (("attn_init_std", TrainConfig.attn_init_std),):
+        if d.get(key) == default:
+            d.pop(key)
     for key in ("output_dir", "log_every", "resume", "num_workers", "device", "eval_every", "threads",
                 "teacher_cache"):
         d.pop(key, None)
