@@ -143,6 +143,14 @@ def test_a_cache_made_before_a_setting_existed_is_still_found(monkeypatch):
     assert rlab.config_hash(lab.config(attn_init_std=0.05)) != "deb60d8a"
 
 
+def test_the_scale_sets_the_students_attention_init_and_not_the_teachers():
+    lab = rlab.Lab(Path("/nonexistent"), "synthetic", "", 6, rlab.Scale(attn_init_std=0.05), log=lambda *_: None)
+    assert lab.config().attn_init_std == 0.05  # a DeiT student
+    assert lab.config(model=lab.nano_dist).attn_init_std == 0.05
+    assert lab.config(model="regnety_002", epochs=200).attn_init_std == 0.02  # a convnet teacher: run() would refuse
+    assert cli.parse_scale(["attn_init_std=0.05"]).attn_init_std == 0.05
+
+
 def test_budget_shrinks_but_never_grows_the_runs(monkeypatch):
     monkeypatch.delenv("MINIDEIT_SMOKE", raising=False)
     full = rlab.Scale()
