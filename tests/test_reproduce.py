@@ -151,6 +151,14 @@ def test_the_scale_sets_the_students_attention_init_and_not_the_teachers():
     assert cli.parse_scale(["attn_init_std=0.05"]).attn_init_std == 0.05
 
 
+def test_smoke_mode_shrinks_the_sizes_but_keeps_the_other_settings(monkeypatch):
+    """MINIDEIT_SMOKE=1 is how a command is checked before a long run: it must run what --set asked for, small."""
+    monkeypatch.setenv("MINIDEIT_SMOKE", "1")
+    scale = rlab.scale_for(None, 3, rlab.Scale(data_seed=2, attn_init_std=0.05, lr=5e-4))
+    assert (scale.data_seed, scale.attn_init_std, scale.lr) == (2, 0.05, 5e-4)
+    assert scale.epochs == 1 and scale.num_samples == 64
+
+
 def test_budget_shrinks_but_never_grows_the_runs(monkeypatch):
     monkeypatch.delenv("MINIDEIT_SMOKE", raising=False)
     full = rlab.Scale()
