@@ -282,7 +282,8 @@ def resolve(argv: list[str]) -> TrainConfig:
         preset = "demo"
     values = dict(PRESETS.get(preset, {}))
     values.update(args)
-    if "attn_init_std" not in args and not str(values.get("model", "")).startswith("deit_"):
+    from .models import has_attention  # imported here: the rest of this module needs no torch
+    if "attn_init_std" not in args and not has_attention(str(values.get("model", ""))):
         # a preset's q/k/v std is for its DeiT student: `--demo --model regnety_002` trains a convnet, which has none
         values.pop("attn_init_std", None)
     if isinstance(values.get("aa"), str) and values["aa"].lower() in ("none", "null"):

@@ -39,7 +39,7 @@ from .distributed import (DistInfo, all_gather_object, all_reduce_max, barrier, 
                           resolve_device)
 from .engine import EpochTotals, NonFiniteLossError, evaluate, train_one_epoch
 from .losses import DistillationLoss, LabelSmoothingCrossEntropy, SoftTargetCrossEntropy
-from .models import DEIT_CONFIGS, check_model_name, create_model
+from .models import DEIT_CONFIGS, check_model_name, create_model, has_attention
 from .optim import CosineWarmupSchedule, ModelEma, OfficialEpochSchedule, build_optimizer, scaled_lr
 from .regnet import prepare_teacher
 from .teacher_cache import RememberingTeacher
@@ -140,7 +140,7 @@ def validate(cfg: TrainConfig, world_size: int) -> None:
         p = DEIT_CONFIGS[cfg.model].patch_size
         raise UsageError(f"--input-size {cfg.input_size} is not divisible by the patch size {p} of {cfg.model}; "
                          f"use a multiple of {p} such as {round(cfg.input_size / p) * p or p}")
-    if cfg.attn_init_std != TrainConfig.attn_init_std and cfg.model not in DEIT_CONFIGS:
+    if cfg.attn_init_std != TrainConfig.attn_init_std and not has_attention(cfg.model):
         raise UsageError(f"--attn-init-std sets a DeiT's attention at initialisation; {cfg.model} has none "
                          f"(leave it at {TrainConfig.attn_init_std} or pick a deit_* --model)")
     if cfg.global_batch_size:

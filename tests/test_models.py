@@ -187,6 +187,14 @@ def test_the_demo_preset_widens_its_deit_students_attention_and_nothing_else():
     assert resolve(["--demo", "--model", "regnety_002", "--attn-init-std", "0.05"]).attn_init_std == 0.05
 
 
+def test_has_attention_is_true_for_every_deit_and_for_nothing_else():
+    """The one answer config.resolve, train.check_ranges and the reproduce suite share about --attn-init-std."""
+    from minideit.models import has_attention
+    names = list_models()
+    assert [n for n in names if has_attention(n)] == [n for n in names if n.startswith("deit_")]
+    assert not has_attention("regnety_002") and not has_attention("deit_made_up") and not has_attention("")
+
+
 def test_position_embedding_resize_keeps_prefix_and_interpolates_the_grid():
     prefix = torch.randn(1, 2, 8)
     grid = torch.arange(16.0).reshape(1, 4, 4, 1).expand(1, 4, 4, 8).reshape(1, 16, 8)

@@ -20,6 +20,7 @@ import torch
 
 from minideit import config as config_mod
 from minideit.config import PRESETS, TrainConfig
+from minideit.models import has_attention
 from minideit.train import DEMO_TEACHER, run
 
 EXPERIMENTS = ("distillation", "teachers", "agreement", "epochs", "ablation", "resolution", "transfer")
@@ -181,7 +182,7 @@ class Lab:
             model=self.nano, distillation_type="none", teacher_path="", num_workers=0, attn_init_std=s.attn_init_std,
             log_every=10 ** 6, resume="auto", eval_every=epochs)  # only the last epoch is reported
         cfg = dataclasses.replace(cfg, **overrides)
-        if not cfg.model.startswith("deit_"):  # a convnet (a teacher) has no attention to start wider
+        if not has_attention(cfg.model):  # a convnet (a teacher) has no attention to start wider
             cfg.attn_init_std = TrainConfig.attn_init_std
         return cfg
 
