@@ -26,8 +26,9 @@ from minideit.train import DEMO_TEACHER, run
 EXPERIMENTS = ("distillation", "teachers", "agreement", "epochs", "ablation", "resolution", "transfer")
 FIT_GIVEN = "train top-1, given labels (%)"  # a table column: `training_fit`'s top-1 against the given labels
 # What `all` at the settings of `Scale()` takes with 3 seeds on this project's 2-core CPU, fresh cache: measured by
-# the second final run on seeds 3-5 (book/results/README.md: 176 minutes of wall time, of which the shared teachers 15,
-# the core with them 52, the ablation ~105; about 174 without its one interruption).
+# the second final run on seeds 3-5 (book/results/second-final/summary.md: 176 minutes of wall time, of which the
+# shared teachers 15, the core with them 52, the ablation ~105; about 174 without its one interruption). The third
+# final run, at q/k/v std 0.05 (which changes no epoch's cost), took 173.7 in three parts (book/results/README.md).
 FULL_MINUTES = 176.0
 # A second measurement, of the same `all` with every run's epochs cut to 0.34 of Scale()'s (students 34, teachers 68,
 # Table 8 204): 66.2 minutes (the first book/results/hour, made before `scale_for` knew of fixed costs). Through the
