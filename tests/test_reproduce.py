@@ -362,6 +362,31 @@ def test_new_glyph_data_reads_as_cifar10(tmp_path):
     assert train[0][0].size == (32, 32)
 
 
+def test_glyph_data_being_rewritten_by_another_seed_reads_whole(tmp_path, monkeypatch):
+    """The seeds' processes reach the transfer data together. One that found the data missing rewrites it while
+    another, which already has it, reads it: the reader must see whole files. Simulated without timing: the data is
+    made once, its last-written marker removed (the second process looked before it existed), and every file of the
+    first copy is read in the middle of each of the second process's writes. Without the temporary-name-and-rename,
+    a file being rewritten is truncated: `all --budget-minutes 60` failed with UnpicklingError so."""
+    import pickle
+    from minideit.data.datasets import CIFAR, _unpickle
+    from minideit.tools.reproduce import recipe
+    folder = recipe.new_glyph_data(tmp_path, seed=0, n_train=200, n_val=20)
+    batches = folder / "cifar-10-batches-py"
+    (batches / "batches.meta").unlink()
+    real_dump, reads = pickle.dump, []
+
+    def dump_then_read(obj, f):
+        real_dump(obj, f)  # part of the bytes may still sit in f's buffer
+        for name in [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]:
+            reads.append(len(_unpickle(batches / name)["labels"]))
+    monkeypatch.setattr(pickle, "dump", dump_then_read)
+    recipe.new_glyph_data(tmp_path, seed=0, n_train=200, n_val=20)
+    monkeypatch.undo()
+    assert reads and all(n > 0 for n in reads)
+    assert len(CIFAR(folder, train=True)) == 200
+
+
 @pytest.mark.parametrize("argv, message", [
     (["tables"], "unknown experiment 'tables'"),
     (["distillation", "--seeds", "0", "x"], "--seeds takes non-negative integers"),

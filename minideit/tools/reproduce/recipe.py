@@ -12,6 +12,7 @@ import numpy as np
 import torch
 
 from minideit import config as config_mod
+from minideit.checkpoint import save_atomic
 from minideit.models import create_model
 from minideit.tools.reproduce.lab import FIT_GIVEN, Lab
 from .common import bars, claim, gap, mean, merge
@@ -228,7 +229,11 @@ def lab_epochs(labs: list[Lab]) -> int:
 def new_glyph_data(root: Path, seed: int, n_train: int, n_val: int, style: str = "standard") -> Path:
     """Ten classes the source model never saw (glyphs 10-19 of the synthetic generator, drawn in the source's
     ``style``), written in the CIFAR-10 python layout so the trainer reads them as any 32-px dataset
-    (pad-and-crop)."""
+    (pad-and-crop).
+
+    The seeds' processes all reach this at about the same time and write the same bytes, so every file is written
+    whole under a temporary name and renamed into place: a process reading the data while another rewrites it
+    sees a complete file, never a truncated one (an `all --budget-minutes 60` run failed so: UnpicklingError)."""
     from minideit.data.synthetic import SyntheticShapes
     folder = root / f"new-glyphs-{style}-seed{seed}-{n_train}-{n_val}"
     batches = folder / "cifar-10-batches-py"
@@ -245,10 +250,8 @@ def new_glyph_data(root: Path, seed: int, n_train: int, n_val: int, style: str =
         labels = [int(y) - 10 for y in ds.clean_targets[keep]]
         flat = images.transpose(0, 3, 1, 2).reshape(len(images), -1)  # (N, 3072): red plane, green, blue
         for name, part in zip(files, np.array_split(np.arange(len(flat)), len(files))):
-            with open(batches / name, "wb") as f:
-                pickle.dump({"data": flat[part], "labels": [labels[i] for i in part]}, f)
-    with open(batches / "batches.meta", "wb") as f:
-        pickle.dump({"label_names": list(ds.classes[10:20])}, f)
+            save_atomic({"data": flat[part], "labels": [labels[i] for i in part]}, batches / name, dump=pickle.dump)
+    save_atomic({"label_names": list(ds.classes[10:20])}, batches / "batches.meta", dump=pickle.dump)
     return folder
 
 
