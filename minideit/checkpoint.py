@@ -19,21 +19,21 @@ import numpy as np
 import torch
 
 
-def save_atomic(obj, path: str | os.PathLike, dump=torch.save) -> None:
+def save_atomic(obj, path: str | os.PathLike, dump=None) -> None:
     """torch.save `obj` to `path` so that a reader sees either the old file or the complete new one.
 
     We write a temporary file in the same directory (a rename is only atomic within one file system), flush and
     fsync it so its bytes are on disk, then os.replace it over `path`. If anything fails before the rename
     (disk full, the job killed), the temporary file is removed and the previous checkpoint is untouched.
-    Missing parent directories are created. ``dump`` writes `obj` to an open file (``pickle.dump`` for a plain
-    pickle, as the reproduce suite's CIFAR-layout glyph data).
+    Missing parent directories are created. ``dump`` writes `obj` to an open file: ``torch.save`` when None
+    (looked up at each call), ``pickle.dump`` for a plain pickle, as the reproduce suite's CIFAR-layout glyph data.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
 
     def write(tmp: Path) -> None:
         with open(tmp, "wb") as f:
-            dump(obj, f)
+            (dump or torch.save)(obj, f)
             f.flush()
             os.fsync(f.fileno())
     _replace_via_temporary(path, write)
