@@ -20,7 +20,7 @@ import torch
 
 
 def save_atomic(obj, path: str | os.PathLike, dump=None) -> None:
-    """torch.save `obj` to `path` so that a reader sees either the old file or the complete new one.
+    """torch.save `obj` (or `dump` it) to `path` so that a reader sees either the old file or the complete new one.
 
     We write a temporary file in the same directory (a rename is only atomic within one file system), flush and
     fsync it so its bytes are on disk, then os.replace it over `path`. If anything fails before the rename

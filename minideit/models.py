@@ -110,7 +110,7 @@ def create_model(name: str, num_classes: int = 1000, img_size: int | None = None
 def has_attention(name: str) -> bool:
     """True for a DeiT name: a model whose q/k/v projections ``--attn-init-std`` can start wider (a RegNetY has none).
 
-    The one place that answers the question for ``config.resolve``, ``train.check_ranges`` and the reproduce suite.
+    The one place that answers the question for ``config.resolve``, ``train.validate`` and the reproduce suite.
     """
     return name in DEIT_CONFIGS
 

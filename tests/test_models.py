@@ -188,7 +188,7 @@ def test_the_demo_preset_widens_its_deit_students_attention_and_nothing_else():
 
 
 def test_has_attention_is_true_for_every_deit_and_for_nothing_else():
-    """The one answer config.resolve, train.check_ranges and the reproduce suite share about --attn-init-std."""
+    """The one answer config.resolve, train.validate and the reproduce suite share about --attn-init-std."""
     from minideit.models import has_attention
     names = list_models()
     assert [n for n in names if has_attention(n)] == [n for n in names if n.startswith("deit_")]
