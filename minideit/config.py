@@ -171,7 +171,7 @@ def _add_flags(p: argparse.ArgumentParser) -> None:
     add("--data-seed", dest="data_seed", type=int,
         help="synthetic data only: draw the images from this seed instead of --seed (-1: --seed), so that runs of "
              "several seeds share one dataset, as runs on ImageNet do")
-    add("--synthetic-style", dest="synthetic_style", choices=["standard", "clear"],
+    add("--synthetic-style", dest="synthetic_style", choices=["standard", "clear", "fine"],
         help="synthetic data only: the demo's images (standard) or bolder, noise-free ones (clear, the reproduce "
              "suite's)")
     add("--batch-size", "--batch_size", dest="batch_size", type=int, help="images per process and micro-step")

@@ -154,3 +154,40 @@ def test_the_training_flag_offers_every_style_and_reaches_the_images():
     clear = S.SyntheticShapes("train", num_samples=64, seed=cfg.seed, style="clear")
     assert np.array_equal(train_set.data, clear.data)
     assert np.array_equal(val_set.data, S.SyntheticShapes("val", seed=cfg.seed, style="clear").data)
+
+
+SMALL = (1.0, 1.5)  # the "fine" style's smallest glyphs: pixels per stencil cell at 32 px
+
+
+def smooth_glyph_coverage(size: int, label: int, monkeypatch, n: int = 40) -> np.ndarray:
+    """(n, size, size) the coverage `add_smooth_glyphs` gives `n` small glyphs (SMALL) of one class: drawn in white
+    on a black image, each pixel's value is the share of it the glyph covers."""
+    monkeypatch.setattr(S, "glyph_colour", lambda rng, background, knobs: np.ones((len(background), 3), np.float32))
+    img = np.zeros((n, size, size, 3), np.float32)
+    _, bank = S.glyph_bank(10)
+    S.add_smooth_glyphs(np.random.default_rng(0), img, np.full(n, label), bank, {**S.SETTINGS, **S.STYLES["fine"], "scale": SMALL})
+    return img[..., 0]
+
+
+def test_the_fine_style_blurs_at_32_pixels_what_64_pixels_show(monkeypatch):
+    """The "fine" style is the resolution experiment's: its glyphs are drawn on a sub-pixel grid and averaged, so a
+    pixel holds the share of it the glyph covers. The ink is conserved (the coverage adds up to the stencil's
+    painted area, on average over glyphs), and a small checker glyph, whose cells are 1-1.5 px at 32 px, is almost all
+    partly covered (grey) pixels there, while at 64 px a third of its pixels are wholly glyph: the detail a higher
+    resolution recovers (Table 10)."""
+    checker = list(S.GLYPHS).index("checker")
+    painted_cells = S.glyph_bank(10)[1][checker].sum()
+    solid = {}
+    for size in (32, 64):
+        a = smooth_glyph_coverage(size, checker, monkeypatch)
+        rng = np.random.default_rng(0)  # the cell sizes the drawing drew, in the same order
+        cell = rng.uniform(*SMALL, len(a)) * size / 32
+        # each glyph's ink is its painted area to within the sub-pixel grid (a quarter pixel a side); on average, exactly
+        assert abs(a.sum((1, 2)).mean() / (painted_cells * cell ** 2).mean() - 1) < 0.03
+        solid[size] = (a[a > 0] > 0.9).mean()  # the share of the glyph's pixels that are (almost) wholly glyph
+    assert solid[64] > 3 * solid[32] and solid[32] < 0.15, solid
+    # the other styles draw hard edges: every glyph pixel is fully glyph or fully background
+    img = np.zeros((5, 32, 32, 3), np.float32)
+    S.add_glyphs(np.random.default_rng(0), img, np.full(5, checker), S.glyph_bank(10)[1],
+                 {**S.SETTINGS, **S.STYLES["clear"]})
+    assert set(np.unique(img[..., 0])) <= {0.0, 1.0}

@@ -67,10 +67,18 @@ SETTINGS = dict(
 # Named variants of SETTINGS (only the knobs that differ). "standard" is the demo's; "clear" draws glyphs a person
 # cannot miss (strong contrast, no pixel noise, at most one clutter disc), so that with few images the task is
 # limited by how much a model can learn from them and not by how hard each image is to read: the regime of
-# `python -m minideit.reproduce` (book/results/development.md, run 15). The label noise is the same in both.
+# `python -m minideit.reproduce` (book/results/development.md, run 15). The label noise is the same in all three.
+# "fine" is "clear" with glyphs of many sizes (1-4 px a stencil cell at 32×32: 5-20 px), drawn on a grid
+# `supersample` times finer than the pixels and averaged (each pixel gets the share of it the glyph covers), at
+# sub-pixel positions. At 32×32 the smallest glyphs' cells are 1-1.5 px, too few for a pattern of 2-cell period
+# (checker, bars, columns) to be told from a grey patch; at 64×64 the same glyph is drawn at 2-3 px a cell and is
+# sharp. Photos have this property (more pixels show more detail), and Table 10's gain from a higher fine-tuning
+# resolution needs it; the blocky glyphs of the other styles look the same at any size. Glyphs of 5-7.5 px only
+# left the student at chance (book/results/development.md, run 46).
 STYLES: dict[str, dict] = {
     "standard": {},
     "clear": dict(contrast=(0.7, 1.0), noise=0.0, blobs=(0, 1)),
+    "fine": dict(contrast=(0.7, 1.0), noise=0.0, blobs=(0, 1), scale=(1.0, 4.0), supersample=4),
 }
 SPLITS = ("train", "val")
 DEFAULT_SIZES = {"train": 3000, "val": 1000}
@@ -148,6 +156,8 @@ def glyph_colour(rng: np.random.Generator, background: np.ndarray, knobs: dict) 
 def add_glyphs(rng: np.random.Generator, img: np.ndarray, labels: np.ndarray, bank: np.ndarray,
                knobs: dict) -> None:
     """Paint each image's class glyph (`copies` times), one scale and colour per image, at random positions."""
+    if knobs.get("supersample", 1) > 1:
+        return add_smooth_glyphs(rng, img, labels, bank, knobs)
     n, size = img.shape[:2]
     cell = rng.uniform(*knobs["scale"], n) * size / 32            # pixels per stencil cell
     side = int(np.ceil(GLYPH * knobs["scale"][1] * size / 32))    # the largest glyph's side in pixels
@@ -165,6 +175,43 @@ def add_glyphs(rng: np.random.Generator, img: np.ndarray, labels: np.ndarray, ba
         top = (rng.random(n) * (size - glyph_side + 1)).astype(int)
         left = (rng.random(n) * (size - glyph_side + 1)).astype(int)
         paint(img, mask & (j < count)[:, None, None], top, left, colour)
+
+
+def blend(img: np.ndarray, alpha: np.ndarray, top: np.ndarray, left: np.ndarray, colour: np.ndarray) -> None:
+    """In place: `paint` with a coverage alpha (n, h, w) in [0, 1] instead of a mask: each pixel becomes
+    (1 - alpha) · itself + alpha · colour."""
+    n, size = img.shape[:2]
+    rows = top[:, None] + np.arange(alpha.shape[1])   # (n, h)
+    cols = left[:, None] + np.arange(alpha.shape[2])  # (n, w)
+    inside = ((rows >= 0) & (rows < size))[:, :, None] & ((cols >= 0) & (cols < size))[:, None, :]
+    i, y, x = np.nonzero((alpha > 0) & inside)
+    a = alpha[i, y, x][:, None]                       # (k, 1)
+    img[i, rows[i, y], cols[i, x]] = (1 - a) * img[i, rows[i, y], cols[i, x]] + a * colour[i]
+
+
+def add_smooth_glyphs(rng: np.random.Generator, img: np.ndarray, labels: np.ndarray, bank: np.ndarray,
+                      knobs: dict) -> None:
+    """`add_glyphs` drawn on a grid `supersample` times finer than the pixels, then averaged to them: a glyph
+    lands at any sub-pixel position and its edges are partly covered pixels, as a camera would record it. One
+    glyph per image (`copies` is ignored)."""
+    n, size = img.shape[:2]
+    k = knobs["supersample"]
+    cell = rng.uniform(*knobs["scale"], n) * size / 32 * k                # sub-pixels per stencil cell
+    side = int(np.ceil(GLYPH * knobs["scale"][1] * size / 32)) + 1      # pixels covered, whatever the offset
+    top_sub, left_sub = [(rng.random(n) * (size - GLYPH * cell / k) * k).astype(int) for _ in range(2)]
+    sub = np.arange(side * k)                                            # sub-pixel index inside the glyph's box
+
+    def cells_per_pixel(offset):  # (n, side, 5): how many of a pixel's k sub-pixel rows fall in each stencil row
+        c = np.floor((sub[None, :] + 0.5 - offset[:, None] % k) / cell[:, None])  # (n, side·k), at the centres
+        return (c.reshape(n, side, k, 1) == np.arange(GLYPH)).sum(2, dtype=np.float32)  # k sub-rows summed
+
+    # A pixel's coverage is the number of its k×k sub-pixels on painted cells: sub-pixel rows in stencil row i
+    # times sub-pixel columns in stencil column j, summed over the painted cells (i, j), over k².
+    rows, cols = cells_per_pixel(top_sub), cells_per_pixel(left_sub)
+    stencil = bank[labels].astype(np.float32)                            # (n, 5, 5)
+    alpha = rows @ stencil @ cols.transpose(0, 2, 1) / k ** 2           # (n, side, side): coverage of each pixel
+    colour = glyph_colour(rng, img.reshape(n, -1, 3).mean(1), knobs)
+    blend(img, alpha.astype(np.float32), top_sub // k, left_sub // k, colour)
 
 
 def generate(split: str, img_size: int, num_classes: int, num_samples: int, seed: int, style: str = "standard"):
