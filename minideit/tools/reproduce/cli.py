@@ -229,7 +229,7 @@ def parse_scale(pairs: list[str]) -> Scale:
         name, _, raw = pair.partition("=")
         if name not in fields:
             raise ValueError(f"--set {pair}: {name!r} is not a Scale field; choose from {', '.join(fields)}")
-        if fields[name] in (str, "str"):  # the one text field: the synthetic images' style
+        if fields[name] in (str, "str"):  # the text fields: styles of the synthetic images
             from minideit.data.synthetic import STYLES
             if raw not in STYLES:
                 raise ValueError(f"--set {pair}: {name} is one of {', '.join(STYLES)}")
