@@ -172,8 +172,8 @@ def _add_flags(p: argparse.ArgumentParser) -> None:
         help="synthetic data only: draw the images from this seed instead of --seed (-1: --seed), so that runs of "
              "several seeds share one dataset, as runs on ImageNet do")
     add("--synthetic-style", dest="synthetic_style", choices=["standard", "clear", "fine"],
-        help="synthetic data only: the demo's images (standard) or bolder, noise-free ones (clear, the reproduce "
-             "suite's)")
+        help="synthetic data only: the demo's images (standard), bolder, noise-free ones (clear, the reproduce "
+             "suite's), or those with glyphs of many sizes drawn anti-aliased (fine, the suite's Table 10)")
     add("--batch-size", "--batch_size", dest="batch_size", type=int, help="images per process and micro-step")
     add("--global-batch-size", dest="global_batch_size", type=int,
         help="images per optimiser step over all processes; accumulation is derived from it (0: not used)")
