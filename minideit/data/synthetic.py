@@ -117,13 +117,21 @@ def smooth_background(rng: np.random.Generator, n: int, size: int) -> np.ndarray
 
 def paint(img: np.ndarray, mask: np.ndarray, top: np.ndarray, left: np.ndarray, colour: np.ndarray) -> None:
     """In place: img[i] gets colour[i] where mask[i] is True, mask[i]'s corner at (top[i], left[i]); whatever
-    falls outside the image is dropped. img (n, S, S, 3), mask (n, h, w) bool, top/left (n,), colour (n, 3)."""
+    falls outside the image is dropped. img (n, S, S, 3), mask (n, h, w) bool, top/left (n,), colour (n, 3).
+    It is `blend` with a coverage of 1 where the mask is set (exactly the colour there) and 0 elsewhere."""
+    blend(img, mask.astype(np.float32), top, left, colour)
+
+
+def blend(img: np.ndarray, alpha: np.ndarray, top: np.ndarray, left: np.ndarray, colour: np.ndarray) -> None:
+    """In place: each pixel under alpha[i] (n, h, w, coverage in [0, 1]), whose corner is at (top[i], left[i]),
+    becomes (1 - alpha) · itself + alpha · colour[i]; whatever falls outside the image is dropped."""
     n, size = img.shape[:2]
-    rows = top[:, None] + np.arange(mask.shape[1])   # (n, h)
-    cols = left[:, None] + np.arange(mask.shape[2])  # (n, w)
-    visible = mask & ((rows >= 0) & (rows < size))[:, :, None] & ((cols >= 0) & (cols < size))[:, None, :]
-    i, y, x = np.nonzero(visible)
-    img[i, rows[i, y], cols[i, x]] = colour[i]
+    rows = top[:, None] + np.arange(alpha.shape[1])   # (n, h)
+    cols = left[:, None] + np.arange(alpha.shape[2])  # (n, w)
+    inside = ((rows >= 0) & (rows < size))[:, :, None] & ((cols >= 0) & (cols < size))[:, None, :]
+    i, y, x = np.nonzero((alpha > 0) & inside)
+    a = alpha[i, y, x][:, None]                       # (k, 1)
+    img[i, rows[i, y], cols[i, x]] = (1 - a) * img[i, rows[i, y], cols[i, x]] + a * colour[i]
 
 
 def add_blobs(rng: np.random.Generator, img: np.ndarray, knobs: dict) -> None:
@@ -156,8 +164,6 @@ def glyph_colour(rng: np.random.Generator, background: np.ndarray, knobs: dict) 
 def add_glyphs(rng: np.random.Generator, img: np.ndarray, labels: np.ndarray, bank: np.ndarray,
                knobs: dict) -> None:
     """Paint each image's class glyph (`copies` times), one scale and colour per image, at random positions."""
-    if knobs.get("supersample", 1) > 1:
-        return add_smooth_glyphs(rng, img, labels, bank, knobs)
     n, size = img.shape[:2]
     cell = rng.uniform(*knobs["scale"], n) * size / 32            # pixels per stencil cell
     side = int(np.ceil(GLYPH * knobs["scale"][1] * size / 32))    # the largest glyph's side in pixels
@@ -175,18 +181,6 @@ def add_glyphs(rng: np.random.Generator, img: np.ndarray, labels: np.ndarray, ba
         top = (rng.random(n) * (size - glyph_side + 1)).astype(int)
         left = (rng.random(n) * (size - glyph_side + 1)).astype(int)
         paint(img, mask & (j < count)[:, None, None], top, left, colour)
-
-
-def blend(img: np.ndarray, alpha: np.ndarray, top: np.ndarray, left: np.ndarray, colour: np.ndarray) -> None:
-    """In place: `paint` with a coverage alpha (n, h, w) in [0, 1] instead of a mask: each pixel becomes
-    (1 - alpha) · itself + alpha · colour."""
-    n, size = img.shape[:2]
-    rows = top[:, None] + np.arange(alpha.shape[1])   # (n, h)
-    cols = left[:, None] + np.arange(alpha.shape[2])  # (n, w)
-    inside = ((rows >= 0) & (rows < size))[:, :, None] & ((cols >= 0) & (cols < size))[:, None, :]
-    i, y, x = np.nonzero((alpha > 0) & inside)
-    a = alpha[i, y, x][:, None]                       # (k, 1)
-    img[i, rows[i, y], cols[i, x]] = (1 - a) * img[i, rows[i, y], cols[i, x]] + a * colour[i]
 
 
 def add_smooth_glyphs(rng: np.random.Generator, img: np.ndarray, labels: np.ndarray, bank: np.ndarray,
@@ -211,7 +205,7 @@ def add_smooth_glyphs(rng: np.random.Generator, img: np.ndarray, labels: np.ndar
     stencil = bank[labels].astype(np.float32)                            # (n, 5, 5)
     alpha = rows @ stencil @ cols.transpose(0, 2, 1) / k ** 2           # (n, side, side): coverage of each pixel
     colour = glyph_colour(rng, img.reshape(n, -1, 3).mean(1), knobs)
-    blend(img, alpha.astype(np.float32), top_sub // k, left_sub // k, colour)
+    blend(img, alpha, top_sub // k, left_sub // k, colour)
 
 
 def generate(split: str, img_size: int, num_classes: int, num_samples: int, seed: int, style: str = "standard"):
@@ -231,7 +225,8 @@ def _generate(split: str, img_size: int, num_classes: int, num_samples: int, see
     labels = rng.permutation(np.arange(num_samples) % num_classes)  # balanced classes
     img = smooth_background(rng, num_samples, img_size)
     add_blobs(rng, img, knobs)
-    add_glyphs(rng, img, labels, bank, knobs)
+    draw = add_smooth_glyphs if knobs.get("supersample", 1) > 1 else add_glyphs  # the fine style: anti-aliased
+    draw(rng, img, labels, bank, knobs)
     img += rng.standard_normal(img.shape, dtype=np.float32) * knobs["noise"]
     images = (np.clip(img, 0, 1) * 255).round().astype(np.uint8)
     targets = labels.copy()
