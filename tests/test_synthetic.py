@@ -183,8 +183,8 @@ def test_the_fine_style_blurs_at_32_pixels_what_64_pixels_show(monkeypatch):
         a = smooth_glyph_coverage(size, checker, monkeypatch)
         rng = np.random.default_rng(0)  # the cell sizes the drawing drew, in the same order
         cell = rng.uniform(*SMALL, len(a)) * size / 32
-        # each glyph's ink is its painted area to within the sub-pixel grid (a quarter pixel a side);
-        # on average, exactly
+        # each glyph's ink is its painted area to within the sub-pixel grid (a quarter pixel a side), and on average
+        # exactly so
         assert abs(a.sum((1, 2)).mean() / (painted_cells * cell ** 2).mean() - 1) < 0.03
         solid[size] = (a[a > 0] > 0.9).mean()  # the share of the glyph's pixels that are (almost) wholly glyph
     assert solid[64] > 3 * solid[32] and solid[32] < 0.15, solid

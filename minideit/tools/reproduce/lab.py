@@ -37,9 +37,9 @@ FULL_MINUTES = 166.0
 # processes), FIXED, comes from two measurements at the second final run's settings: `all` took 176 minutes at full
 # length and 66.2 with every run's epochs cut to 0.34 (students 34, teachers 68, Table 8 204; the first
 # book/results/hour, made before `scale_for` knew of fixed costs). Through the two points runs a line, minutes =
-# FIXED + (FULL - FIXED) * fraction: about 10 minutes for 3 seeds. Checked by a third run: `all --budget-minutes 60` cut
-# the epochs to 0.30 and took 61.2 minutes (book/results/second-final/hour), and with the third final run's settings
-# about 61 again (book/results/third-final/hour). The fourth run's longer Table 10 adds training, which shrinks with
+# FIXED + (176 - FIXED) * fraction: FIXED is about 10 minutes for 3 seeds. Checked by a third run: `all
+# --budget-minutes 60` cut the epochs to 0.30 and took 61.2 minutes (book/results/second-final/hour), and with the
+# third final run's settings about 61 again (book/results/third-final/hour). The fourth run's longer Table 10 adds training, which shrinks with
 # the epochs, so the same FIXED carries over to its FULL_MINUTES; `--budget-minutes 60` was not re-timed at them.
 SECOND_RUN_MINUTES = 176.0
 SHORT_FRACTION, SHORT_MINUTES = 0.34, 66.2
