@@ -39,8 +39,9 @@ FULL_MINUTES = 166.0
 # book/results/hour, made before `scale_for` knew of fixed costs). Through the two points runs a line, minutes =
 # FIXED + (176 - FIXED) * fraction: FIXED is about 10 minutes for 3 seeds. Checked by a third run: `all
 # --budget-minutes 60` cut the epochs to 0.30 and took 61.2 minutes (book/results/second-final/hour), and with the
-# third final run's settings about 61 again (book/results/third-final/hour). The fourth run's longer Table 10 adds training, which shrinks with
-# the epochs, so the same FIXED carries over to its FULL_MINUTES; `--budget-minutes 60` was not re-timed at them.
+# third final run's settings about 61 again (book/results/third-final/hour). The fourth run's longer Table 10 adds
+# training, which shrinks with the epochs, so the same FIXED carries over to its FULL_MINUTES; `--budget-minutes 60`
+# was not re-timed at them.
 SECOND_RUN_MINUTES = 176.0
 SHORT_FRACTION, SHORT_MINUTES = 0.34, 66.2
 FIXED_MINUTES = (SHORT_MINUTES - SHORT_FRACTION * SECOND_RUN_MINUTES) / (1 - SHORT_FRACTION)
