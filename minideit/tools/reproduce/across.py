@@ -1,0 +1,132 @@
+"""``python -m minideit.tools.reproduce.across DIR [DIR ...]``: one ordering a row, one run of the suite a column.
+
+Every run of ``python -m minideit.reproduce`` writes one JSON file per experiment, and each file keeps its claims:
+the paper's statement, the verdict, and the evidence line that :class:`~minideit.tools.reproduce.common.Gap` wrote
+("a 69.3 ± 0.7 > b 59.6 ± 1.6? gap +9.7 (the paper's way positive), which exceeds 2·SE = 2.0; ..."). This tool reads
+several runs' folders and prints, as a Markdown table, each ordering's verdict in every run, so that a reader can tell
+an ordering that agrees in every run from one that comes and goes with the seeds.
+
+Its last column is a rough answer to "would more seeds settle it?". A strict gap shows ("yes") once it exceeds
+2·SE, and SE shrinks as 1/√n. If the last run's mean gap and spread held, the gap would exceed 2·SE from
+n·(2·SE/gap)² seeds on. That is a guide, not a power analysis: the gap is itself uncertain, the figures are the
+rounded ones on the pages, and a gap that points against the paper (or is zero) gets no count, because no number of
+seeds turns its sign. "At least" gaps (the paper's own gap is a few tenths) need no seeds: inside the error they
+already agree.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import re
+import sys
+from pathlib import Path
+
+from minideit.tools.reproduce.lab import EXPERIMENTS
+
+# One Gap.describe(): "... > b 59.6 ± 1.6? gap +9.7 (the paper's way positive), which exceeds 2·SE = 2.0".
+# The sign in front of b is ">"/"<" for a strict claim and "≥"/"≤" for an "at least" one.
+GAP = re.compile(r"(?P<sign>[<>≤≥]) [^?]*\? gap (?P<diff>[+-]\d+(?:\.\d+)?) \(the paper's way positive\), "
+                 r"which (?:exceeds|is inside) 2·SE = (?P<two_se>\d+(?:\.\d+)?)")
+AGREE = ("yes", "same within error")
+
+
+def gaps_of(evidence: str) -> list[dict]:
+    """The gaps a claim's evidence line states: their signed difference, 2·SE, and whether they are "at least"."""
+    return [{"diff": float(m["diff"]), "two_se": float(m["two_se"]), "at_least": m["sign"] in "≤≥"}
+            for m in GAP.finditer(evidence)]
+
+
+def seeds_needed(gaps: list[dict], n: int) -> int | None:
+    """Seeds at which every strict gap would exceed 2·SE if its mean and spread held: the smallest m with
+    2·SE·√(n/m) < gap, i.e. m > n·(2·SE/gap)². None when a strict gap is zero or points against the paper, or an
+    "at least" gap points against it beyond 2·SE (more seeds do not turn a sign; they only shrink the error around
+    it). 0 when every gap already agrees."""
+    need = 0
+    for g in gaps:
+        if g["at_least"]:
+            if g["diff"] < -g["two_se"]:
+                return None
+            continue
+        if g["diff"] <= 0:
+            return None
+        need = max(need, math.floor(n * (g["two_se"] / g["diff"]) ** 2) + 1)
+    return need
+
+
+def load_run(folder: Path) -> dict:
+    """{experiment: {"seeds": [...], "claims": [...]}} for the experiments' JSON files found in ``folder``."""
+    run = {}
+    for name in EXPERIMENTS:
+        path = folder / f"{name}.json"
+        if path.exists():
+            data = json.loads(path.read_text())
+            run[name] = {"seeds": data["seeds"], "claims": data["claims"]}
+    return run
+
+
+def short(claim: str) -> str:
+    """The statement without its citation: "hard distillation > soft ≥ no distillation (Table 3: ...)" → the part
+    before the first bracket that cites the paper (a table, a figure, a section or a figure's numbers)."""
+    return re.split(r" \((?:Table|Fig|§|DeiT|cosine|CIFAR|\d)", claim, maxsplit=1)[0]
+
+
+def table(folders: list[Path], names: list[str] | None = None) -> str:
+    """The Markdown table: one row per ordering (in the order of the first run that has it), one verdict column per
+    run, a count of agreeing verdicts, and the seeds the last run's gaps would need."""
+    names = names or [f.name for f in folders]
+    runs = [load_run(f) for f in folders]
+    header = ["experiment", "ordering", *names, "agrees in", "seeds the last run's gap would need"]
+    lines = ["| " + " | ".join(header) + " |", "|---" * len(header) + "|"]
+    counts = [0] * len(runs)
+    totals = [0] * len(runs)
+    for experiment in EXPERIMENTS:
+        texts = next((r[experiment]["claims"] for r in runs if experiment in r), [])
+        for i, first in enumerate(texts):
+            verdicts, last = [], None
+            for k, run in enumerate(runs):
+                claims = run.get(experiment, {}).get("claims", [])
+                if i < len(claims):
+                    verdicts.append(claims[i]["verdict"])
+                    counts[k] += claims[i]["verdict"] in AGREE
+                    totals[k] += 1
+                    last = (claims[i], len(run[experiment]["seeds"]))
+                else:
+                    verdicts.append("–")
+            if last is None:
+                need = "–"
+            elif last[0]["verdict"] in AGREE:
+                need = "agrees"
+            else:
+                m = seeds_needed(gaps_of(last[0]["evidence"]), last[1])
+                need = "no count: a gap points against the paper" if m is None else f"about {m}"
+            agree = sum(v in AGREE for v in verdicts)
+            lines.append(f"| {experiment} | {short(first['claim'])} | " + " | ".join(verdicts)
+                         + f" | {agree} of {sum(v != '–' for v in verdicts)} | {need} |")
+    lines.append("| | **orderings that agree** | " + " | ".join(f"**{c} of {t}**" for c, t in zip(counts, totals))
+                 + " | | |")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m minideit.tools.reproduce.across",
+                                description="Each ordering's verdict across several runs of minideit.reproduce.")
+    p.add_argument("folders", nargs="+", help="folders written by `python -m minideit.reproduce ... --out DIR`")
+    p.add_argument("--names", nargs="+", default=None, help="a column title per folder (default: the folder names)")
+    args = p.parse_args(argv)
+    folders = [Path(f) for f in args.folders]
+    empty = [str(f) for f in folders if not load_run(f)]
+    if empty:
+        print(f"error: no experiment's JSON (e.g. distillation.json) in {', '.join(empty)}; give folders that "
+              f"`python -m minideit.reproduce ... --out DIR` wrote", file=sys.stderr)
+        return 2
+    if args.names and len(args.names) != len(folders):
+        print(f"error: --names gives {len(args.names)} titles for {len(folders)} folders; give one per folder",
+              file=sys.stderr)
+        return 2
+    print(table(folders, args.names))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
