@@ -86,3 +86,11 @@ def test_cli_refuses_a_folder_without_results(tmp_path):
                        capture_output=True, text=True, cwd=ROOT)
     assert r.returncode == 2
     assert r.stderr.count("\n") == 1 and "no experiment's JSON" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_results_readme_shows_what_the_tool_prints():
+    """book/results/README.md quotes the tool's table for the four final runs; it must be what the command prints
+    today, so that the page and the runs' JSON cannot drift apart."""
+    runs = [RESULTS / "first-final", RESULTS / "second-final", RESULTS / "third-final", RESULTS]
+    printed = across.table(runs, ["first", "second", "third", "fourth"])
+    assert printed in (RESULTS / "README.md").read_text()
