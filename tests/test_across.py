@@ -88,6 +88,14 @@ def test_cli_refuses_a_folder_without_results(tmp_path):
     assert r.stderr.count("\n") == 1 and "no experiment's JSON" in r.stderr and "Traceback" not in r.stderr
 
 
+def test_cli_refuses_a_results_file_cut_short(tmp_path):
+    (tmp_path / "distillation.json").write_text('{"seeds": [0, 1, 2], "claims": [')  # a write that stopped half-way
+    r = subprocess.run([sys.executable, "-m", "minideit.tools.reproduce.across", str(tmp_path)],
+                       capture_output=True, text=True, cwd=ROOT)
+    assert r.returncode == 2 and "Traceback" not in r.stderr and r.stderr.count("\n") == 1
+    assert "distillation.json is not a results file" in r.stderr
+
+
 def test_results_readme_shows_what_the_tool_prints():
     """book/results/README.md quotes the tool's table for the four final runs; it must be what the command prints
     today, so that the page and the runs' JSON cannot drift apart."""

@@ -54,14 +54,22 @@ def seeds_needed(gaps: list[dict], n: int) -> int | None:
     return need
 
 
+class BadRun(ValueError):
+    """A folder's JSON file that reproduce did not write whole: reported in one line by main()."""
+
+
 def load_run(folder: Path) -> dict:
     """{experiment: {"seeds": [...], "claims": [...]}} for the experiments' JSON files found in ``folder``."""
     run = {}
     for name in EXPERIMENTS:
         path = folder / f"{name}.json"
         if path.exists():
-            data = json.loads(path.read_text())
-            run[name] = {"seeds": data["seeds"], "claims": data["claims"]}
+            try:
+                data = json.loads(path.read_text())
+                run[name] = {"seeds": data["seeds"], "claims": data["claims"]}
+            except (ValueError, KeyError, TypeError) as e:  # cut short, edited by hand, or not reproduce's file
+                raise BadRun(f"{path} is not a results file of `python -m minideit.reproduce` ({type(e).__name__}: "
+                             f"{e}); write it again with that command, or leave its folder out") from e
     return run
 
 
@@ -115,7 +123,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--names", nargs="+", default=None, help="a column title per folder (default: the folder names)")
     args = p.parse_args(argv)
     folders = [Path(f) for f in args.folders]
-    empty = [str(f) for f in folders if not load_run(f)]
+    try:
+        empty = [str(f) for f in folders if not load_run(f)]
+    except BadRun as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
     if empty:
         print(f"error: no experiment's JSON (e.g. distillation.json) in {', '.join(empty)}; give folders that "
               f"`python -m minideit.reproduce ... --out DIR` wrote", file=sys.stderr)
