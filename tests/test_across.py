@@ -58,8 +58,9 @@ def test_seeds_needed():
 def test_table_counts_and_columns(tmp_path):
     yes = claim("a > b (Table 1)", [Gap("a", "b", (5.0, 5.1, 4.9), (1.0, 1.1, 0.9))])
     unsure = claim("c > d (Table 2)", [Gap("c", "d", (2.0, 3.0, 1.0), (1.0, 2.0, 0.5))])
+    shown = claim("c > d (Table 2)", [Gap("c", "d", (5.0, 5.1, 4.9), (1.0, 1.1, 0.9))])
     one = write_run(tmp_path / "one", {"distillation": [yes, unsure]})
-    two = write_run(tmp_path / "two", {"distillation": [yes, yes]})
+    two = write_run(tmp_path / "two", {"distillation": [yes, shown]})
     out = across.table([one, two], ["first", "second"])
     rows = [line for line in out.splitlines() if line.startswith("| distillation")]
     assert rows[0].endswith("| yes | yes | 2 of 2 | agrees |")
@@ -69,6 +70,19 @@ def test_table_counts_and_columns(tmp_path):
     # 2·SE = 1.5 on 3 seeds, so 3·(1.5/0.8)² = 10.5 → 11 seeds
     alone = across.table([one]).splitlines()[3]
     assert alone.endswith("| about 11 |"), alone
+
+
+def test_a_claim_stated_differently_gets_a_row_of_its_own(tmp_path):
+    """Rows pair claims by their text, not by their place in the file: a run that drops or rewords a claim must not
+    have its verdicts put beside another claim's."""
+    a = claim("a > b (Table 1)", [Gap("a", "b", (5.0, 5.1, 4.9), (1.0, 1.1, 0.9))])
+    c = claim("c > d (Table 2)", [Gap("c", "d", (1.0, 1.1, 0.9), (5.0, 5.1, 4.9))])  # "no"
+    one = write_run(tmp_path / "one", {"teachers": [a, c]})
+    two = write_run(tmp_path / "two", {"teachers": [c]})  # a dropped: c is now the first claim in the file
+    rows = [line for line in across.table([one, two]).splitlines() if line.startswith("| teachers")]
+    assert len(rows) == 2
+    assert "| a > b | yes | – | 1 of 1 |" in rows[0]
+    assert "| c > d | no | no | 0 of 2 |" in rows[1]
 
 
 @pytest.mark.parametrize("folder", ["first-final", "second-final", "third-final", "."])

@@ -28,7 +28,6 @@ from minideit.tools.reproduce.lab import EXPERIMENTS
 # The sign in front of b is ">"/"<" for a strict claim and "≥"/"≤" for an "at least" one.
 GAP = re.compile(r"(?P<sign>[<>≤≥]) [^?]*\? gap (?P<diff>[+-]\d+(?:\.\d+)?) \(the paper's way positive\), "
                  r"which (?:exceeds|is inside) 2·SE = (?P<two_se>\d+(?:\.\d+)?)")
-AGREE = ("yes", "same within error")
 
 
 def gaps_of(evidence: str) -> list[dict]:
@@ -80,39 +79,34 @@ def short(claim: str) -> str:
 
 
 def table(folders: list[Path], names: list[str] | None = None) -> str:
-    """The Markdown table: one row per ordering (in the order of the first run that has it), one verdict column per
-    run, a count of agreeing verdicts, and the seeds the last run's gaps would need."""
+    """The Markdown table: one row per ordering, one verdict column per run, how many runs agree, and the seeds the
+    last run's gaps would need. A row is one claim's text: runs whose statement of an ordering differs get a row
+    each, instead of having their verdicts put side by side as if they were the same claim."""
     names = names or [f.name for f in folders]
     runs = [load_run(f) for f in folders]
+    # (experiment, claim text) → {run index: (claim, number of seeds)}, rows in the order first seen
+    rows: dict[tuple[str, str], dict[int, tuple[dict, int]]] = {}
+    for experiment in EXPERIMENTS:
+        for k, run in enumerate(runs):
+            if experiment in run:
+                for c in run[experiment]["claims"]:
+                    rows.setdefault((experiment, c["claim"]), {})[k] = (c, len(run[experiment]["seeds"]))
     header = ["experiment", "ordering", *names, "agrees in", "seeds the last run's gap would need"]
     lines = ["| " + " | ".join(header) + " |", "|---" * len(header) + "|"]
-    counts = [0] * len(runs)
-    totals = [0] * len(runs)
-    for experiment in EXPERIMENTS:
-        texts = next((r[experiment]["claims"] for r in runs if experiment in r), [])
-        for i, first in enumerate(texts):
-            verdicts, last = [], None
-            for k, run in enumerate(runs):
-                claims = run.get(experiment, {}).get("claims", [])
-                if i < len(claims):
-                    verdicts.append(claims[i]["verdict"])
-                    counts[k] += claims[i]["verdict"] in AGREE
-                    totals[k] += 1
-                    last = (claims[i], len(run[experiment]["seeds"]))
-                else:
-                    verdicts.append("–")
-            if last is None:
-                need = "–"
-            elif last[0]["verdict"] in AGREE:
-                need = "agrees"
-            else:
-                m = seeds_needed(gaps_of(last[0]["evidence"]), last[1])
-                need = "no count: a gap points against the paper" if m is None else f"about {m}"
-            agree = sum(v in AGREE for v in verdicts)
-            lines.append(f"| {experiment} | {short(first['claim'])} | " + " | ".join(verdicts)
-                         + f" | {agree} of {sum(v != '–' for v in verdicts)} | {need} |")
-    lines.append("| | **orderings that agree** | " + " | ".join(f"**{c} of {t}**" for c, t in zip(counts, totals))
-                 + " | | |")
+    for (experiment, text), found in rows.items():
+        verdicts = [found[k][0]["verdict"] if k in found else "–" for k in range(len(runs))]
+        last, n = found[max(found)]
+        if last["holds"]:
+            need = "agrees"
+        else:
+            m = seeds_needed(gaps_of(last["evidence"]), n)
+            need = "no count: a gap points against the paper" if m is None else f"about {m}"
+        agree = sum(c["holds"] for c, _ in found.values())
+        lines.append(f"| {experiment} | {short(text)} | " + " | ".join(verdicts)
+                     + f" | {agree} of {len(found)} | {need} |")
+    counts = [f"**{sum(f[k][0]['holds'] for f in rows.values() if k in f)} of {sum(k in f for f in rows.values())}**"
+              for k in range(len(runs))]
+    lines.append("| | **orderings that agree** | " + " | ".join(counts) + " | | |")
     return "\n".join(lines)
 
 
