@@ -55,7 +55,7 @@ def test_seeds_needed():
     assert across.seeds_needed([{"diff": 0.4, "two_se": 1.2, "at_least": True}], 3) == 0
 
 
-def test_table_counts_and_columns(tmp_path):
+def test_table_counts_and_columns(tmp_path, monkeypatch):
     yes = claim("a > b (Table 1)", [Gap("a", "b", (5.0, 5.1, 4.9), (1.0, 1.1, 0.9))])
     unsure = claim("c > d (Table 2)", [Gap("c", "d", (2.0, 3.0, 1.0), (1.0, 2.0, 0.5))])
     shown = claim("c > d (Table 2)", [Gap("c", "d", (5.0, 5.1, 4.9), (1.0, 1.1, 0.9))])
@@ -70,6 +70,10 @@ def test_table_counts_and_columns(tmp_path):
     # 2·SE = 1.5 on 3 seeds, so 3·(1.5/0.8)² = 10.5 → 11 seeds
     alone = across.table([one]).splitlines()[3]
     assert alone.endswith("| about 11 |"), alone
+    # without --names a column is titled by its folder, "." included
+    assert across.table([one]).splitlines()[0].startswith("| experiment | ordering | one |")
+    monkeypatch.chdir(one)
+    assert across.table([Path(".")]).splitlines()[0].startswith("| experiment | ordering | one |")
 
 
 def test_a_claim_stated_differently_gets_a_row_of_its_own(tmp_path):

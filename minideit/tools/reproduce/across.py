@@ -82,7 +82,7 @@ def table(folders: list[Path], names: list[str] | None = None) -> str:
     """The Markdown table: one row per ordering, one verdict column per run, how many runs agree, and the seeds the
     last run's gaps would need. A row is one claim's text: runs whose statement of an ordering differs get a row
     each, instead of having their verdicts put side by side as if they were the same claim."""
-    names = names or [f.name for f in folders]
+    names = names or [f.resolve().name for f in folders]  # "." → the folder's own name, not ""
     runs = [load_run(f) for f in folders]
     # (experiment, claim text) → {run index: (claim, number of seeds)}, rows in the order first seen
     rows: dict[tuple[str, str], dict[int, tuple[dict, int]]] = {}
